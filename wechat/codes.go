@@ -13,16 +13,22 @@ const (
 
 	CodeInvalidCredential  = 40001 // token superseded or unknown; WeCom: bad corpsecret
 	CodeInvalidGrantType   = 40002
+	CodeInvalidOpenID      = 40003
+	CodeInvalidMediaID     = 40007
 	CodeInvalidAppID       = 40013 // unknown appid / corpid
 	CodeInvalidToken       = 40014 // malformed access_token
+	CodeInvalidCode        = 40029 // OAuth / jscode2session code
 	CodeCorpSecretMismatch = 40091 // WeCom: secret of another corp
+	CodeInvalidArgs        = 40097
 	CodeInvalidSecret      = 40125 // wrong AppSecret
 	CodeIPNotAllowed       = 40164
 	CodeSecretFrozen       = 40243
 	CodeTokenMissing       = 41001
 	CodeAppIDMissing       = 41002
 	CodeSecretMissing      = 41004
+	CodeCodeMissing        = 41008
 	CodeTokenExpired       = 42001
+	CodeRequirePOST        = 43002
 	CodeEmptyPostData      = 44002
 	CodeDailyQuota         = 45009 // reach max api daily quota limit
 	CodeMinuteQuota        = 45011 // api minute-quota reach limit
@@ -31,6 +37,7 @@ const (
 	CodeClearQuotaLimit    = 48006
 	CodeAccountPunished    = 50004
 	CodeWeComIPNotTrusted  = 60020
+	CodeCgiPathNotFound    = 76021 // openapi/quota/get: no quota known for cgi_path
 	CodeAdminConfirm       = 89503
 )
 
@@ -66,16 +73,22 @@ var messages = map[int]string{
 	CodeSystemError:        "system error",
 	CodeInvalidCredential:  "invalid credential, access_token is invalid or not latest",
 	CodeInvalidGrantType:   "invalid grant_type",
+	CodeInvalidOpenID:      "invalid openid",
+	CodeInvalidMediaID:     "invalid media_id",
 	CodeInvalidAppID:       "invalid appid",
 	CodeInvalidToken:       "invalid access_token",
+	CodeInvalidCode:        "invalid code",
 	CodeCorpSecretMismatch: "provider_secret or corpsecret mismatch",
+	CodeInvalidArgs:        "invalid args",
 	CodeInvalidSecret:      "invalid appsecret",
 	CodeIPNotAllowed:       "invalid ip, not in whitelist",
 	CodeSecretFrozen:       "appsecret is frozen",
 	CodeTokenMissing:       "access_token missing",
 	CodeAppIDMissing:       "appid missing",
 	CodeSecretMissing:      "appsecret missing",
+	CodeCodeMissing:        "missing code",
 	CodeTokenExpired:       "access_token expired",
+	CodeRequirePOST:        "require POST method",
 	CodeEmptyPostData:      "empty post data",
 	CodeDailyQuota:         "reach max api daily quota limit",
 	CodeMinuteQuota:        "api minute-quota reach limit, must slower, retry next minute",
@@ -84,6 +97,7 @@ var messages = map[int]string{
 	CodeClearQuotaLimit:    "api forbidden for reaching clear quota limit",
 	CodeAccountPunished:    "user limited",
 	CodeWeComIPNotTrusted:  "not allow to access from your ip",
+	CodeCgiPathNotFound:    "cgi_path not found, please check",
 	CodeAdminConfirm:       "waiting for admin confirmation",
 }
 
@@ -95,4 +109,23 @@ func Message(code int) string {
 		return m
 	}
 	return "unknown error"
+}
+
+// weComMessages holds WeCom's errmsg text where it differs from WeChat's for
+// the same code (WeCom speaks of corpid and corpsecret).
+var weComMessages = map[int]string{
+	CodeInvalidCredential: "invalid credential",
+	CodeInvalidAppID:      "invalid corpid",
+	CodeAppIDMissing:      "corpid missing",
+	CodeSecretMissing:     "corpsecret missing",
+}
+
+// WeComMessage returns WeCom's errmsg for code, without the ", hint: ..."
+// suffix; for codes whose text WeCom shares with WeChat it returns
+// Message(code). WeComMessage is safe for concurrent use.
+func WeComMessage(code int) string {
+	if m, ok := weComMessages[code]; ok {
+		return m
+	}
+	return Message(code)
 }

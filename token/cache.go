@@ -1,0 +1,433 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/wxproxy/wxproxy/wechat"
+)
+
+// Fetcher gets a token from WeChat. force asks for a forced refresh, which
+// only Stable mode knows.
+type Fetcher interface {
+	Fetch(ctx context.Context, force bool) (Token, error)
+}
+
+// Sentinel errors callers branch on.
+var (
+	// ErrUnavailable means there is no usable token: fetching failed and the
+	// cache is backing off before it tries again.
+	ErrUnavailable = errors.New("token: no usable token")
+	// ErrForceBudget means a forced refresh was refused locally because the
+	// daily budget is spent or the last one was too recent.
+	ErrForceBudget = errors.New("token: forced refresh budget exhausted")
+)
+
+// stableRotation is how long before expiry WeChat's stable_token normal
+// mode starts handing out the next token.
+const stableRotation = 5 * time.Minute
+
+// Options configures a Cache. Zero values take the defaults noted.
+type Options struct {
+	App     string  // app name, for logs
+	Mode    Mode    // required
+	Fetcher Fetcher // required
+	Store   Store   // default: a new MemoryStore
+	Key     string  // store key; default App
+
+	RefreshBefore time.Duration // proactive refresh lead; default 10m
+	FetchTimeout  time.Duration // one fetch, including the store round trips; default 10s
+	MinBackoff    time.Duration // first retry after a failed fetch; default 1s
+	MaxBackoff    time.Duration // cap, and the wait after a configuration errcode; default 5m
+
+	ForcedPerDay  int            // stable forced refreshes a day; default 20
+	ForcedSpacing time.Duration  // minimum gap between forced refreshes; default 30s
+	Location      *time.Location // day boundary of ForcedPerDay; default UTC+8
+
+	Now    func() time.Time // default time.Now
+	Rand   func() float64   // jitter source in [0,1); default math/rand/v2
+	Logger *slog.Logger     // default: discard
+
+	// OnRefresh, if set, is called after every refresh attempt that asked
+	// WeChat, with its reason and outcome (nil on success).
+	OnRefresh func(reason Reason, err error)
+	// OnStoreError, if set, is called when the store fails; op is "load" or "save".
+	OnStoreError func(op string, err error)
+}
+
+// Cache holds one app's token. Current is the hot path; the first Get,
+// Invalidate and Refresh fetch through one shared flight. Run keeps the
+// token fresh in the background. A Cache is safe for concurrent use.
+//
+// Cache is not a rate limiter: it caps forced stable refreshes and backs off
+// after failures, but callers bound request volume elsewhere.
+type Cache struct {
+	opts Options
+	cur  atomic.Pointer[Token]
+	sf   singleflight.Group
+	wake chan struct{}
+
+	refreshes atomic.Int64
+
+	mu          sync.Mutex
+	failures    int
+	retryAt     time.Time
+	lastErr     error
+	due         time.Time // next proactive refresh
+	forcedDay   string
+	forcedCount int
+	lastForced  time.Time
+}
+
+// New returns a Cache for one app. It does no I/O; call Run to load the
+// stored token and keep it fresh.
+func New(opts Options) (*Cache, error) {
+	if opts.Fetcher == nil {
+		return nil, errors.New("token: Options.Fetcher is required")
+	}
+	switch opts.Mode {
+	case Stable, Classic, WeCom:
+	default:
+		return nil, fmt.Errorf("token: unknown mode %q", opts.Mode)
+	}
+	if opts.Store == nil {
+		opts.Store = new(MemoryStore)
+	}
+	if opts.Key == "" {
+		opts.Key = opts.App
+	}
+	setDefault(&opts.RefreshBefore, 10*time.Minute)
+	setDefault(&opts.FetchTimeout, 10*time.Second)
+	setDefault(&opts.MinBackoff, time.Second)
+	setDefault(&opts.MaxBackoff, 5*time.Minute)
+	setDefault(&opts.ForcedSpacing, 30*time.Second)
+	if opts.ForcedPerDay == 0 {
+		opts.ForcedPerDay = 20
+	}
+	if opts.Location == nil {
+		opts.Location = time.FixedZone("UTC+8", 8*3600)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Float64
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	opts.Logger = opts.Logger.With("app", opts.App)
+	return &Cache{opts: opts, wake: make(chan struct{}, 1)}, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Current returns the token in memory, or nil before the first one. It
+// takes no lock and does no I/O; the caller checks Valid. The returned
+// Token must not be modified.
+func (c *Cache) Current() *Token { return c.cur.Load() }
+
+// Get returns a valid token, fetching one if there is none. Concurrent
+// callers share one fetch; each stops waiting when its own ctx ends.
+func (c *Cache) Get(ctx context.Context) (*Token, error) {
+	cur := c.cur.Load()
+	if cur.Valid(c.opts.Now()) {
+		return cur, nil
+	}
+	reason := ReasonInvalid
+	if cur == nil {
+		reason = ReasonStartup
+	}
+	return c.refresh(ctx, "", reason)
+}
+
+// Invalidate is compare-and-refresh: WeChat rejected the token bad. If the
+// current token is already another one, Invalidate returns it without
+// asking WeChat; otherwise it refreshes once, shared by every concurrent
+// caller that saw bad. In Stable mode it forces a refresh only when normal
+// mode hands back bad itself, within the forced-refresh budget.
+func (c *Cache) Invalidate(ctx context.Context, bad string) (*Token, error) {
+	return c.refresh(ctx, bad, ReasonInvalid)
+}
+
+// Refresh replaces the current token on an operator's request. In Stable
+// mode that is a forced refresh, refused with ErrForceBudget when the budget
+// is spent. It ignores the failure backoff.
+func (c *Cache) Refresh(ctx context.Context) (*Token, error) {
+	var bad string
+	if cur := c.cur.Load(); cur != nil {
+		bad = cur.Value
+	}
+	return c.refresh(ctx, bad, ReasonManual)
+}
+
+// Refreshes is the number of tokens obtained from WeChat so far.
+func (c *Cache) Refreshes() int64 { return c.refreshes.Load() }
+
+// Status is a snapshot of a Cache for health checks and the admin API.
+type Status struct {
+	Token     *Token    // nil before the first token
+	Refreshes int64     // tokens obtained from WeChat
+	Failures  int       // consecutive failed fetches
+	LastError error     // the last failure, nil after a success; never holds a secret
+	RetryAt   time.Time // when a failing cache tries again
+}
+
+// Status returns a snapshot of the cache.
+func (c *Cache) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Status{Token: c.cur.Load(), Refreshes: c.refreshes.Load(), Failures: c.failures, LastError: c.lastErr, RetryAt: c.retryAt}
+}
+
+// refresh runs doRefresh in the one shared flight. The flight runs on a
+// context no caller can cancel, bounded by FetchTimeout; each caller waits
+// on its own ctx.
+func (c *Cache) refresh(ctx context.Context, bad string, reason Reason) (*Token, error) {
+	ch := c.sf.DoChan("refresh", func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
+		defer cancel()
+		return c.doRefresh(fctx, bad, reason)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*Token), nil
+	}
+}
+
+func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Token, error) {
+	now := c.opts.Now()
+	cur := c.cur.Load()
+	// Compare: the token to replace is no longer current, so someone
+	// refreshed while this caller waited.
+	if cur.Valid(now) && cur.Value != bad {
+		return cur, nil
+	}
+	// A newer token may be in the store (another replica refreshed).
+	if reason != ReasonManual {
+		if st, ok := c.loadStore(ctx); ok && st.Valid(now) && st.Value != bad && (cur == nil || st.ExpiresAt.After(cur.ExpiresAt)) {
+			c.install(&st)
+			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value), "reason", reason)
+			return &st, nil
+		}
+	}
+	c.mu.Lock()
+	retryAt, lastErr := c.retryAt, c.lastErr
+	c.mu.Unlock()
+	if reason != ReasonManual && now.Before(retryAt) {
+		return nil, fmt.Errorf("%w until %s: %w", ErrUnavailable, retryAt.Format(time.RFC3339), lastErr)
+	}
+
+	force := false
+	if reason == ReasonManual && c.opts.Mode == Stable {
+		if !c.takeForce(now) {
+			return nil, ErrForceBudget
+		}
+		force = true
+	}
+	t, err := c.fetch(ctx, reason, force)
+	if err != nil {
+		return nil, err
+	}
+	if c.opts.Mode == Stable && !force && bad != "" && t.Value == bad && reason == ReasonInvalid {
+		// Normal mode handed back the token WeChat just rejected: only a
+		// forced refresh replaces it.
+		if !c.takeForce(now) {
+			c.opts.Logger.Warn("token rejected but forced refresh budget exhausted", "fingerprint", Fingerprint(bad))
+			return &t, nil
+		}
+		if t, err = c.fetch(ctx, reason, true); err != nil {
+			return nil, err
+		}
+	}
+	c.refreshes.Add(1)
+	c.install(&t)
+	if err := c.opts.Store.Save(ctx, c.opts.Key, t); err != nil {
+		c.storeError("save", err)
+	}
+	c.opts.Logger.Info("token refreshed", "reason", reason, "forced", force,
+		"fingerprint", Fingerprint(t.Value), "expires_in", int(t.ExpiresAt.Sub(now).Seconds()))
+	return &t, nil
+}
+
+// fetch asks WeChat and records the outcome for backoff and metrics.
+func (c *Cache) fetch(ctx context.Context, reason Reason, force bool) (Token, error) {
+	t, err := c.opts.Fetcher.Fetch(ctx, force)
+	if c.opts.OnRefresh != nil {
+		c.opts.OnRefresh(reason, err)
+	}
+	if err != nil {
+		c.fail(err)
+		return Token{}, err
+	}
+	return t, nil
+}
+
+func (c *Cache) fail(err error) {
+	now := c.opts.Now()
+	c.mu.Lock()
+	c.failures++
+	d := c.opts.MaxBackoff
+	var apiErr *wechat.APIError
+	configErr := errors.As(err, &apiErr) && wechat.IsConfigError(apiErr.Code)
+	if !configErr && c.failures < 32 {
+		d = min(c.opts.MinBackoff<<(c.failures-1), c.opts.MaxBackoff)
+	}
+	d = d/2 + time.Duration(c.opts.Rand()*float64(d/2)) // jitter in [d/2, d)
+	c.retryAt, c.lastErr = now.Add(d), err
+	failures := c.failures
+	c.mu.Unlock()
+	attrs := []any{"err", err, "failures", failures, "retry_in", d.Round(time.Millisecond).String()}
+	if apiErr != nil {
+		attrs = append(attrs, "errcode", apiErr.Code)
+	}
+	if configErr {
+		c.opts.Logger.Error("token fetch failed: check appid, secret and IP whitelist", attrs...)
+	} else {
+		c.opts.Logger.Warn("token fetch failed", attrs...)
+	}
+	c.poke()
+}
+
+// install makes t current, clears the failure state and schedules the next
+// proactive refresh.
+func (c *Cache) install(t *Token) {
+	now := c.opts.Now()
+	c.mu.Lock()
+	prev := c.cur.Load()
+	c.cur.Store(t)
+	c.failures, c.retryAt, c.lastErr = 0, time.Time{}, nil
+	if prev != nil && prev.Value == t.Value {
+		// WeChat handed back the same token (stable normal mode, WeCom):
+		// ask again halfway to its expiry, when it will have rotated.
+		c.due = now.Add(max(t.ExpiresAt.Sub(now)/2, time.Second))
+	} else {
+		lead := c.lead(t)
+		c.due = t.ExpiresAt.Add(-lead).Add(time.Duration(c.opts.Rand() * 0.2 * float64(lead)))
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+// lead is how long before expiry the proactive refresh is due. Classic
+// tokens can be replaced at any time (the old one lives 5 more minutes).
+// Stable normal mode only rotates in its last minutes, so asking earlier
+// returns the same token. WeCom returns the same token until it expires.
+func (c *Cache) lead(t *Token) time.Duration {
+	half := t.Lifetime() / 2
+	switch c.opts.Mode {
+	case Stable:
+		return min(c.opts.RefreshBefore, stableRotation, half)
+	case WeCom:
+		return 0
+	}
+	return min(c.opts.RefreshBefore, half)
+}
+
+func (c *Cache) takeForce(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	day := now.In(c.opts.Location).Format(time.DateOnly)
+	if day != c.forcedDay {
+		c.forcedDay, c.forcedCount = day, 0
+	}
+	if c.forcedCount >= c.opts.ForcedPerDay || (!c.lastForced.IsZero() && now.Sub(c.lastForced) < c.opts.ForcedSpacing) {
+		return false
+	}
+	c.forcedCount++
+	c.lastForced = now
+	return true
+}
+
+func (c *Cache) loadStore(ctx context.Context) (Token, bool) {
+	t, err := c.opts.Store.Load(ctx, c.opts.Key)
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			c.storeError("load", err)
+		}
+		return Token{}, false
+	}
+	return t, true
+}
+
+func (c *Cache) storeError(op string, err error) {
+	c.opts.Logger.Warn("token store failed", "op", op, "err", err)
+	if c.opts.OnStoreError != nil {
+		c.opts.OnStoreError(op, err)
+	}
+}
+
+func (c *Cache) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run loads a stored token (a restart with a valid stored token costs no
+// fetch) and then keeps the token fresh until ctx ends: it refreshes before
+// expiry with jitter and retries failed fetches with exponential backoff.
+// Callers never wait on a proactive refresh. Run returns when ctx is done.
+func (c *Cache) Run(ctx context.Context) {
+	if st, ok := c.loadStore(ctx); ok && st.Valid(c.opts.Now()) && c.cur.Load() == nil {
+		c.install(&st)
+		c.opts.Logger.Info("token reused from store", "fingerprint", Fingerprint(st.Value),
+			"expires_in", int(st.ExpiresAt.Sub(c.opts.Now()).Seconds()))
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		timer.Reset(c.wait())
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+			continue
+		case <-timer.C:
+		}
+		if c.wait() > 0 {
+			continue // rescheduled meanwhile
+		}
+		cur := c.cur.Load()
+		reason, bad := ReasonStartup, ""
+		if cur != nil {
+			reason, bad = ReasonProactive, cur.Value
+			if !cur.Valid(c.opts.Now()) {
+				reason = ReasonInvalid
+			}
+		}
+		_, _ = c.refresh(ctx, bad, reason) // failures are logged and scheduled by fail
+	}
+}
+
+// wait returns how long until the background loop has work.
+func (c *Cache) wait() time.Duration {
+	now := c.opts.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.Before(c.retryAt) {
+		return c.retryAt.Sub(now)
+	}
+	if c.cur.Load() == nil || c.failures > 0 {
+		return 0
+	}
+	return max(c.due.Sub(now), 0)
+}

@@ -1,0 +1,118 @@
+package token
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/wxproxy/wxproxy/wechat"
+)
+
+// maxTokenAnswer bounds how much of a token endpoint's answer is read.
+const maxTokenAnswer = 64 << 10
+
+// HTTPFetcher fetches tokens from a WeChat or WeCom token endpoint.
+// Its fields must not change after first use; it is then safe for
+// concurrent use. Errors never contain the secret: URLs in transport errors
+// are redacted.
+type HTTPFetcher struct {
+	Mode     Mode
+	Upstream string // base URL, e.g. https://api.weixin.qq.com
+	AppID    string // corpid for WeCom
+	Secret   string // corpsecret for WeCom
+	Client   *http.Client
+	Now      func() time.Time // default time.Now
+}
+
+var _ Fetcher = (*HTTPFetcher)(nil)
+
+// Fetch gets a token. force asks for a forced refresh and only means
+// something in Stable mode.
+func (f *HTTPFetcher) Fetch(ctx context.Context, force bool) (Token, error) {
+	req, err := f.request(ctx, force)
+	if err != nil {
+		return Token{}, fmt.Errorf("token: build %s request: %w", f.Mode, err)
+	}
+	client := f.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return Token{}, fmt.Errorf("token: fetch %s token: %w", f.Mode, wechat.RedactError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswer))
+	if err != nil {
+		return Token{}, fmt.Errorf("token: read %s answer: %w", f.Mode, wechat.RedactError(err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Token{}, fmt.Errorf("token: fetch %s token: upstream HTTP %d", f.Mode, resp.StatusCode)
+	}
+	return parseAnswer(body, f.now())
+}
+
+func (f *HTTPFetcher) now() time.Time {
+	if f.Now != nil {
+		return f.Now()
+	}
+	return time.Now()
+}
+
+func (f *HTTPFetcher) request(ctx context.Context, force bool) (*http.Request, error) {
+	base := strings.TrimRight(f.Upstream, "/")
+	switch f.Mode {
+	case Stable:
+		body, err := json.Marshal(struct {
+			GrantType    string `json:"grant_type"`
+			AppID        string `json:"appid"`
+			Secret       string `json:"secret"`
+			ForceRefresh bool   `json:"force_refresh"`
+		}{"client_credential", f.AppID, f.Secret, force})
+		if err != nil {
+			return nil, err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/cgi-bin/stable_token", bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		return req, nil
+	case Classic:
+		q := url.Values{"grant_type": {"client_credential"}, "appid": {f.AppID}, "secret": {f.Secret}}
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+"/cgi-bin/token?"+q.Encode(), nil)
+	case WeCom:
+		q := url.Values{"corpid": {f.AppID}, "corpsecret": {f.Secret}}
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+"/cgi-bin/gettoken?"+q.Encode(), nil)
+	}
+	return nil, fmt.Errorf("unknown mode %q", f.Mode)
+}
+
+// parseAnswer turns a token endpoint's answer into a Token. errcode may be
+// absent (classic success), 0 (WeCom success), a number or a quoted number.
+func parseAnswer(body []byte, now time.Time) (Token, error) {
+	if code, ok := wechat.ScanErrcode(body); ok && code != wechat.CodeOK {
+		var r struct {
+			ErrMsg string `json:"errmsg"`
+		}
+		_ = json.Unmarshal(body, &r) // errmsg is best effort; the code is what matters
+		return Token{}, fmt.Errorf("token: %w", &wechat.APIError{Code: code, Msg: r.ErrMsg})
+	}
+	var r struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return Token{}, fmt.Errorf("token: decode answer: %w", err)
+	}
+	if r.AccessToken == "" || r.ExpiresIn <= 0 {
+		return Token{}, fmt.Errorf("token: answer has no access_token or expires_in")
+	}
+	return Token{Value: r.AccessToken, ObtainedAt: now, ExpiresAt: now.Add(time.Duration(r.ExpiresIn) * time.Second)}, nil
+}

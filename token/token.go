@@ -1,0 +1,65 @@
+// Package token holds WeChat access tokens: it fetches them (classic,
+// stable and WeCom modes), keeps the current one in memory for the hot path,
+// refreshes it before it expires, and refreshes it at most once when WeChat
+// rejects it (compare-and-refresh).
+//
+// The hot path is Cache.Current: one atomic load, no lock, no I/O. Every
+// network call happens on the slow path, shared through singleflight, on a
+// context that no single caller can cancel.
+package token
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// Token is an access token as WeChat issued it. The zero Token is not valid.
+// A Token is a value; share it by pointer only when it is never modified.
+type Token struct {
+	Value      string    `json:"value"`
+	ObtainedAt time.Time `json:"obtained_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// Valid reports whether t holds a token that has not expired at now.
+// A nil *Token is not valid.
+func (t *Token) Valid(now time.Time) bool {
+	return t != nil && t.Value != "" && now.Before(t.ExpiresAt)
+}
+
+// Lifetime is how long the token was valid when it was obtained.
+func (t *Token) Lifetime() time.Duration { return t.ExpiresAt.Sub(t.ObtainedAt) }
+
+// Fingerprint returns the first 8 hex digits of sha256(value): enough to
+// tell tokens apart in logs and on the admin API, useless to an attacker.
+func Fingerprint(value string) string {
+	if value == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(value))
+	return hex.EncodeToString(sum[:4])
+}
+
+// Mode is how a token is obtained from WeChat.
+type Mode string
+
+// The token modes. Stable is WeChat's recommendation for official accounts
+// and mini programs: normal-mode calls return the same token and never
+// invalidate another holder's.
+const (
+	Stable  Mode = "stable"  // POST /cgi-bin/stable_token
+	Classic Mode = "classic" // GET /cgi-bin/token: every fetch invalidates the previous token after 5 minutes
+	WeCom   Mode = "wecom"   // GET /cgi-bin/gettoken (corpid + corpsecret)
+)
+
+// Reason says why a refresh happened; it is a metrics label.
+type Reason string
+
+// The refresh reasons of SPEC §8.
+const (
+	ReasonStartup   Reason = "startup"
+	ReasonProactive Reason = "proactive"
+	ReasonInvalid   Reason = "invalid"
+	ReasonManual    Reason = "manual"
+)
