@@ -96,3 +96,21 @@ func BenchmarkScanErrcode(b *testing.B) {
 		}
 	}
 }
+
+func TestWeComMessage(t *testing.T) {
+	tests := []struct {
+		code int
+		want string
+	}{
+		{CodeInvalidAppID, "invalid corpid"},
+		{CodeSecretMissing, "corpsecret missing"},
+		{CodeInvalidCredential, "invalid credential"},
+		{CodeTokenExpired, Message(CodeTokenExpired)}, // shared text falls back to WeChat's
+		{123456, "unknown error"},
+	}
+	for _, tt := range tests {
+		if got := WeComMessage(tt.code); got != tt.want {
+			t.Errorf("WeComMessage(%d) = %q, want %q", tt.code, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,139 @@
+// Command wechatsim serves the WeChat API simulator of package wechatsim on
+// its own port, for integration tests of anything that talks to WeChat:
+//
+//	wechatsim [-listen ADDR] [-config FILE] [-app APPID:SECRET]... [-wecom CORPID:SECRET]...
+//	          [-latency D] [-token-ttl D]
+//
+// It prints "wechatsim listening on http://ADDR" once it accepts connections
+// and stops gracefully on SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wxproxy/wxproxy/wechatsim"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wechatsim:", err)
+		os.Exit(1)
+	}
+}
+
+// shutdownTimeout bounds how long in-flight calls may take to finish.
+const shutdownTimeout = 5 * time.Second
+
+// run parses args, serves the simulator until ctx is done, then shuts down.
+// getenv is unused today; it is there so the command's environment can be
+// injected by tests like its other inputs.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("wechatsim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		listen   = fs.String("listen", "127.0.0.1:8081", "listen `address`")
+		config   = fs.String("config", "", "YAML configuration `file` (apps, quotas, latency, token_ttl)")
+		latency  = fs.Duration("latency", 0, "added to every WeChat answer, e.g. 20ms")
+		tokenTTL = fs.Duration("token-ttl", 0, "expires_in of new tokens (default 7200s)")
+		apps     appFlag
+		corps    appFlag
+	)
+	apps.kind, corps.kind = wechatsim.KindOfficial, wechatsim.KindWeCom
+	fs.Var(&apps, "app", "official account or mini program `APPID:SECRET` (repeatable)")
+	fs.Var(&corps, "wecom", "WeCom app `CORPID:SECRET` (repeatable; one per agent secret)")
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil // -h: usage printed, nothing to serve
+	} else if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	var opts wechatsim.Options
+	if *config != "" {
+		var err error
+		if opts, err = wechatsim.LoadConfig(*config); err != nil {
+			return err
+		}
+	}
+	opts.Apps = append(opts.Apps, apps.apps...)
+	opts.Apps = append(opts.Apps, corps.apps...)
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "latency":
+			opts.Latency = *latency
+		case "token-ttl":
+			opts.TokenTTL = *tokenTTL
+		}
+	})
+	if len(opts.Apps) == 0 {
+		return errors.New("no apps configured: pass -app APPID:SECRET, -wecom CORPID:SECRET or -config FILE")
+	}
+	sim, err := wechatsim.New(opts)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "wechatsim listening on http://%s\n", ln.Addr())
+	for _, a := range opts.Apps {
+		kind := a.Kind
+		if kind == "" {
+			kind = wechatsim.KindOfficial
+		}
+		fmt.Fprintf(stderr, "wechatsim: app %s (%s)\n", a.AppID, kind)
+	}
+
+	select {
+	case err := <-served:
+		return err // Serve failed on its own; ErrServerClosed cannot happen here
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// appFlag collects repeated APPID:SECRET flags of one kind.
+type appFlag struct {
+	kind string
+	apps []wechatsim.App
+}
+
+func (f *appFlag) String() string { return "" }
+
+func (f *appFlag) Set(v string) error {
+	id, secret, ok := strings.Cut(v, ":")
+	if !ok || id == "" || secret == "" {
+		return fmt.Errorf("%q: want ID:SECRET", v)
+	}
+	f.apps = append(f.apps, wechatsim.App{AppID: id, Secret: secret, Kind: f.kind})
+	return nil
+}

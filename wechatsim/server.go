@@ -1,0 +1,287 @@
+// Package wechatsim is an in-process simulator of the WeChat and WeCom server
+// APIs (api.weixin.qq.com, qyapi.weixin.qq.com) for tests, demos and load
+// benchmarks.
+//
+// It models what a token-managing client has to survive: classic tokens that
+// supersede each other with a 5-minute overlap, stable tokens that rotate on
+// their own, WeCom tokens per corpsecret, daily and per-minute quotas, early
+// invalidation, and injected faults. Every expiry, overlap, spacing and quota
+// is measured on the simulator clock, which tests move forward instead of
+// sleeping. A control API under /sim/ (and the matching Go methods) drives the
+// clock, invalidates tokens, injects faults and reports what happened.
+//
+// wechatsim is not a fake of WeChat's business APIs: any other path is
+// answered with an echo of the request once its token and quota are checked.
+package wechatsim
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// App kinds, the values of App.Kind.
+const (
+	KindOfficial    = "official"    // Official Account: /cgi-bin/token, stable_token, /sns/oauth2
+	KindMiniProgram = "miniprogram" // Mini Program: as official, plus /sns/jscode2session
+	KindWeCom       = "wecom"       // WeCom app: /cgi-bin/gettoken with corpid + corpsecret
+)
+
+// DefaultTokenTTL is the expires_in of newly minted tokens when
+// Options.TokenTTL is zero, as on WeChat.
+const DefaultTokenTTL = 7200 * time.Second
+
+// Paths of the token endpoints; PathToken and PathStableToken have built-in
+// quotas (see Options.Quotas).
+const (
+	PathToken       = "/cgi-bin/token"
+	PathStableToken = "/cgi-bin/stable_token"
+	PathGetToken    = "/cgi-bin/gettoken"
+)
+
+// App is one application the simulator knows. Kind is KindOfficial (the
+// default when empty), KindMiniProgram or KindWeCom; official accounts and
+// mini programs behave alike. For KindWeCom, AppID is the corpid and Secret a
+// corpsecret; several WeCom entries may share a corpid with different
+// secrets, one per WeCom agent, and each secret has its own token. App is a
+// plain value.
+type App struct {
+	AppID  string
+	Secret string
+	Kind   string
+}
+
+// Quota limits calls to one API path per appid (corpid for WeCom). Zero means
+// unlimited. PerMinute is a fixed window on the simulator clock's minute
+// (exceeding it answers 45011); PerDay resets at 00:00 Asia/Shanghai on the
+// simulator clock (exceeding it answers 45009). Only calls that passed the
+// credential or token check count. Quota is a plain value.
+type Quota struct {
+	PerMinute int
+	PerDay    int
+}
+
+// Options configures a Server. The zero value of each field is usable: no
+// apps (which New refuses), no API quotas beyond the token endpoints'
+// defaults, no latency, DefaultTokenTTL and time.Now. New copies what it
+// keeps, so Options may be reused or changed afterwards.
+type Options struct {
+	// Apps are the applications whose credentials the token endpoints accept.
+	Apps []App
+	// Quotas are per-API limits keyed by path ("/cgi-bin/message/custom/send").
+	// "/cgi-bin/token" defaults to 2000 per day and "/cgi-bin/stable_token" to
+	// 10000 per minute and 500000 per day; an entry here replaces the default.
+	Quotas map[string]Quota
+	// Latency is added to every WeChat answer (not to the control API).
+	Latency time.Duration
+	// TokenTTL is the lifetime (expires_in) of newly minted tokens and tickets;
+	// 0 means DefaultTokenTTL. Short TTLs let refresh cycles run in seconds.
+	TokenTTL time.Duration
+	// Now is the base clock; the simulator clock is Now() plus an offset that
+	// POST /sim/clock and Advance move forward. Nil means time.Now. It is
+	// called from concurrent requests.
+	Now func() time.Time
+}
+
+// Sentinel errors of the Go control methods.
+var (
+	// ErrUnknownApp is returned for an appid (or corpid) the simulator does not know.
+	ErrUnknownApp = errors.New("wechatsim: unknown app")
+	// ErrNegativeAdvance is returned by Advance for a negative duration: the
+	// simulator clock never goes back.
+	ErrNegativeAdvance = errors.New("wechatsim: the clock cannot go back")
+)
+
+// Server is the simulator: an http.Handler answering the WeChat endpoints and
+// the /sim/ control API. Create it with New. Server is safe for concurrent
+// use; its state lives in memory and is lost with it.
+type Server struct {
+	apps    map[string]*appConfig // appid or corpid → config; never written after New
+	order   []string              // appids in configuration order
+	quotas  map[string]Quota      // effective per-path quotas; never written after New
+	latency time.Duration
+	ttl     time.Duration
+	base    func() time.Time
+	seed    maphash.Seed
+	bufs    sync.Pool // *businessBuf
+
+	st atomic.Pointer[state] // replaced wholesale by Reset
+}
+
+// appConfig is the immutable part of an app.
+type appConfig struct {
+	id      string
+	kind    string
+	secrets []string // one for WeChat apps; one per agent for WeCom
+}
+
+// New validates opts and returns a Server in its start state. Errors name the
+// offending field, e.g. "wechatsim: apps[1].secret: required".
+func New(opts Options) (*Server, error) {
+	s := &Server{
+		apps:    make(map[string]*appConfig),
+		quotas:  map[string]Quota{PathToken: {PerDay: 2000}, PathStableToken: {PerMinute: 10000, PerDay: 500000}},
+		latency: opts.Latency,
+		ttl:     opts.TokenTTL,
+		base:    opts.Now,
+		seed:    maphash.MakeSeed(),
+	}
+	if len(opts.Apps) == 0 {
+		return nil, errors.New("wechatsim: apps: at least one app is required")
+	}
+	for i, a := range opts.Apps {
+		key := fmt.Sprintf("apps[%d]", i)
+		kind := a.Kind
+		if kind == "" {
+			kind = KindOfficial
+		}
+		switch {
+		case a.AppID == "":
+			return nil, fmt.Errorf("wechatsim: %s.appid: required", key)
+		case a.Secret == "":
+			return nil, fmt.Errorf("wechatsim: %s.secret: required", key)
+		case kind != KindOfficial && kind != KindMiniProgram && kind != KindWeCom:
+			return nil, fmt.Errorf("wechatsim: %s.kind: %q is not official, miniprogram or wecom", key, a.Kind)
+		case strings.ContainsAny(a.AppID, "/?#"):
+			return nil, fmt.Errorf("wechatsim: %s.appid: %q may not contain '/', '?' or '#'", key, a.AppID)
+		}
+		c, dup := s.apps[a.AppID]
+		switch {
+		case !dup:
+			c = &appConfig{id: a.AppID, kind: kind}
+			s.apps[a.AppID] = c
+			s.order = append(s.order, a.AppID)
+		case kind != KindWeCom || c.kind != KindWeCom:
+			return nil, fmt.Errorf("wechatsim: %s.appid: %q is configured twice (only WeCom agents may share a corpid)", key, a.AppID)
+		case c.hasSecret(a.Secret):
+			return nil, fmt.Errorf("wechatsim: %s.secret: corpid %q already has this secret", key, a.AppID)
+		}
+		c.secrets = append(c.secrets, a.Secret)
+	}
+	for path, q := range opts.Quotas {
+		switch {
+		case !strings.HasPrefix(path, "/"):
+			return nil, fmt.Errorf("wechatsim: quotas.%s: path must start with /", path)
+		case q.PerMinute < 0:
+			return nil, fmt.Errorf("wechatsim: quotas.%s.per_minute: must be >= 0", path)
+		case q.PerDay < 0:
+			return nil, fmt.Errorf("wechatsim: quotas.%s.per_day: must be >= 0", path)
+		}
+		s.quotas[path] = q
+	}
+	switch {
+	case s.latency < 0:
+		return nil, errors.New("wechatsim: latency: must be >= 0")
+	case s.ttl < 0 || (s.ttl > 0 && s.ttl < time.Second):
+		return nil, errors.New("wechatsim: token_ttl: must be at least 1s")
+	case s.ttl == 0:
+		s.ttl = DefaultTokenTTL
+	}
+	if s.base == nil {
+		s.base = time.Now
+	}
+	s.bufs.New = newBusinessBuf
+	s.st.Store(s.newState())
+	return s, nil
+}
+
+// ServeHTTP answers the WeChat endpoints and, under /sim/, the control API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := s.st.Load()
+	path := r.URL.Path
+	if path == "/sim" || strings.HasPrefix(path, "/sim/") {
+		s.serveControl(st, w, r)
+		return
+	}
+	st.stats.apiCalls.add(path, 1)
+	if s.latency > 0 && !sleep(r, s.latency) {
+		return
+	}
+	if f := st.faults.match(path); f != nil {
+		if done := s.applyFault(st, f, w, r); done {
+			return
+		}
+	}
+	switch path {
+	case PathToken:
+		s.classicToken(st, w, r)
+	case PathStableToken:
+		s.stableToken(st, w, r)
+	case PathGetToken:
+		s.weComToken(st, w, r)
+	case "/cgi-bin/ticket/getticket":
+		s.withToken(st, w, r, s.ticket)
+	case "/cgi-bin/openapi/quota/get":
+		s.withToken(st, w, r, s.quotaGet)
+	case "/cgi-bin/clear_quota":
+		s.withToken(st, w, r, s.clearQuota)
+	case "/cgi-bin/media/get":
+		s.withToken(st, w, r, s.mediaGet)
+	case "/sns/jscode2session":
+		s.jsCode2Session(st, w, r)
+	case "/sns/oauth2/access_token":
+		s.oauthToken(st, w, r)
+	case "/sns/userinfo", "/sns/auth":
+		s.oauthUser(st, w, r)
+	default:
+		s.withToken(st, w, r, s.business)
+	}
+}
+
+// sleep waits d in real time, or until the request is cancelled; it reports
+// whether the wait ran to its end.
+func sleep(r *http.Request, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// Now returns the simulator clock: the base clock plus every Advance.
+func (s *Server) Now() time.Time { return s.st.Load().now() }
+
+// Advance moves the simulator clock forward by d, as POST /sim/clock does.
+// A negative d returns ErrNegativeAdvance.
+func (s *Server) Advance(d time.Duration) error {
+	if d < 0 {
+		return ErrNegativeAdvance
+	}
+	s.st.Load().offset.Add(int64(d))
+	return nil
+}
+
+// Reset returns the simulator to its start state: tokens, tickets, quotas,
+// statistics, faults and the clock offset, as POST /sim/reset does. Requests
+// in flight finish against the old state.
+func (s *Server) Reset() { s.st.Store(s.newState()) }
+
+// Invalidate kills every live classic, stable and WeCom token of appid (a
+// corpid for WeCom) at once, as WeChat sometimes does; later calls with them
+// answer 40001. It returns the number of tokens killed, or ErrUnknownApp.
+func (s *Server) Invalidate(appid string) (int, error) {
+	st := s.st.Load()
+	a, ok := st.apps[appid]
+	if !ok {
+		return 0, ErrUnknownApp
+	}
+	return st.invalidate(a), nil
+}
+
+// Tokens returns, per appid (corpid for WeCom), every app token (classic,
+// stable, WeCom; not users' OAuth tokens) that the simulator would accept now:
+// classic ones first, then stable, then WeCom, each oldest first. Apps without
+// one are absent.
+func (s *Server) Tokens() map[string][]string { return s.st.Load().liveTokens() }
+
+// Stats returns a snapshot of what the simulator has seen since the start or
+// the last Reset.
+func (s *Server) Stats() Stats { return s.st.Load().snapshot() }

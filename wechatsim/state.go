@@ -1,0 +1,247 @@
+package wechatsim
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wxproxy/wxproxy/wechat"
+)
+
+// state is everything POST /sim/reset throws away. Handlers load it once per
+// request, so a reset never mixes two states within one answer.
+type state struct {
+	base   func() time.Time
+	offset atomic.Int64 // nanoseconds added to base; only grows
+
+	apps map[string]*appState // appid or corpid → state; the map is never written after newState
+
+	mu     sync.RWMutex
+	tokens map[string]*record // the one token index: classic, stable, WeCom and user tokens
+
+	faults faultList
+	stats  stats
+}
+
+func (s *Server) newState() *state {
+	st := &state{
+		base:   s.base,
+		apps:   make(map[string]*appState, len(s.apps)),
+		tokens: make(map[string]*record),
+	}
+	for id, c := range s.apps {
+		st.apps[id] = &appState{
+			cfg:      c,
+			weCom:    make(map[string]*record),
+			tickets:  make(map[string]*ticket),
+			counters: newCounterSet(),
+		}
+	}
+	st.stats.init(s.seed)
+	return st
+}
+
+// now returns the simulator clock.
+func (st *state) now() time.Time { return st.base().Add(time.Duration(st.offset.Load())) }
+
+// tokenKind says which endpoint minted a token.
+type tokenKind uint8
+
+const (
+	kindClassic tokenKind = iota
+	kindStable
+	kindWeCom
+	kindUser // a user's OAuth token from /sns/oauth2/access_token
+	numKinds
+)
+
+// record is one minted token. expires never changes; dies is written under the
+// owning appState's mutex and read without it on the hot path.
+type record struct {
+	token   string
+	app     *appState
+	kind    tokenKind
+	openid  string // user tokens: the user
+	expires int64  // unix nanoseconds; at or after it the token answers 42001
+	dies    atomic.Int64
+}
+
+// die sets when r stops being accepted (answering 40001): at t or at the
+// death already set, whichever is earlier. The caller holds r.app.mu, which
+// makes the load-then-store safe; readers only load.
+func (r *record) die(t int64) {
+	if d := r.dies.Load(); d == 0 || t < d {
+		r.dies.Store(t)
+	}
+}
+
+// status returns the errcode using r at now would get: 0, 40001 or 42001.
+func (r *record) status(now int64) int {
+	if d := r.dies.Load(); d != 0 && now >= d {
+		return wechat.CodeInvalidCredential
+	}
+	if now >= r.expires {
+		return wechat.CodeTokenExpired
+	}
+	return 0
+}
+
+// remaining returns the whole seconds r has left at now.
+func (r *record) remaining(now int64) int64 { return (r.expires - now) / int64(time.Second) }
+
+// appState is the mutable state of one app (one corpid for WeCom).
+type appState struct {
+	cfg *appConfig
+
+	mu         sync.Mutex
+	minted     [numKinds][]*record // records still in the token index, oldest first
+	classic    *record             // the latest classic token
+	stable     *record             // what stable normal mode returns
+	weCom      map[string]*record  // corpsecret → current token
+	tickets    map[string]*ticket  // type → current ticket
+	forcedDay  int64               // Shanghai day of forcedN
+	forcedN    int                 // forced stable refreshes on forcedDay
+	lastForced int64               // unix nanoseconds of the last forced refresh; 0 = none
+	clearMonth int64               // Shanghai month of clearN
+	clearN     int                 // clear_quota calls in clearMonth
+
+	counters *counterSet // quota counters per API path
+
+	fetchClassic, fetchStable, fetchForced, fetchWeCom atomic.Int64
+}
+
+// Token shape: "86_" followed by tokenRandLen base64url characters, like the
+// real thing. Anything else answers 40014.
+const (
+	tokenPrefix    = "86_"
+	tokenRandBytes = 96
+	tokenRandLen   = tokenRandBytes / 3 * 4
+	tokenLen       = len(tokenPrefix) + tokenRandLen
+	retireAfter    = int64(24 * time.Hour) // expired tokens answer 42001 this long, then 40001
+	overlap        = int64(5 * time.Minute)
+)
+
+// randomString returns base64url text of n random bytes from crypto/rand.
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails since Go 1.24
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// wellFormed reports whether tok has the shape of the simulator's tokens.
+func wellFormed(tok string) bool {
+	if len(tok) != tokenLen || tok[:len(tokenPrefix)] != tokenPrefix {
+		return false
+	}
+	for i := len(tokenPrefix); i < len(tok); i++ {
+		c := tok[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// mint creates a token of kind for a, valid for ttl from now, and indexes it;
+// openid is the user of a user token.
+// The caller holds a.mu. Records of the same kind that no longer matter are
+// dropped from the index on the way: killed ones (an unknown token answers
+// 40001 just the same) and those expired for more than a day.
+func (st *state) mint(a *appState, kind tokenKind, now int64, ttl time.Duration, openid string) *record {
+	r := &record{token: tokenPrefix + randomString(tokenRandBytes), app: a, kind: kind, openid: openid, expires: now + int64(ttl)}
+	keep := a.minted[kind][:0]
+	var drop []*record
+	for _, old := range a.minted[kind] {
+		if d := old.dies.Load(); (d != 0 && now >= d) || now >= old.expires+retireAfter {
+			drop = append(drop, old)
+		} else {
+			keep = append(keep, old)
+		}
+	}
+	clear(a.minted[kind][len(keep):])
+	a.minted[kind] = append(keep, r)
+	st.mu.Lock()
+	for _, old := range drop {
+		delete(st.tokens, old.token)
+	}
+	st.tokens[r.token] = r
+	st.mu.Unlock()
+	return r
+}
+
+// supersede applies WeChat's overlap rule when a new token of kind replaces
+// prev: prev lives min(its expiry, 5 minutes) more and every older token of
+// that kind dies now. The caller holds a.mu.
+func supersede(a *appState, kind tokenKind, prev *record, now int64) {
+	for _, r := range a.minted[kind] {
+		if r != prev {
+			r.die(now)
+		}
+	}
+	if prev != nil {
+		prev.die(min(prev.expires, now+overlap))
+	}
+}
+
+// lookup finds the record of tok; it answers 41001, 40014 or 40001 when there
+// is none, and 40001 or 42001 for a dead one.
+func (st *state) lookup(tok string, now int64) (*record, int) {
+	switch {
+	case tok == "":
+		return nil, wechat.CodeTokenMissing
+	case !wellFormed(tok):
+		return nil, wechat.CodeInvalidToken
+	}
+	st.mu.RLock()
+	r := st.tokens[tok]
+	st.mu.RUnlock()
+	if r == nil {
+		return nil, wechat.CodeInvalidCredential
+	}
+	return r, r.status(now)
+}
+
+// invalidate kills every live app token of a; it returns how many.
+func (st *state) invalidate(a *appState) int {
+	now := st.now().UnixNano()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, kind := range []tokenKind{kindClassic, kindStable, kindWeCom} {
+		for _, r := range a.minted[kind] {
+			if r.status(now) == 0 {
+				n++
+			}
+			r.die(now)
+		}
+	}
+	a.classic, a.stable = nil, nil
+	clear(a.weCom)
+	return n
+}
+
+// liveTokens implements Server.Tokens.
+func (st *state) liveTokens() map[string][]string {
+	now := st.now().UnixNano()
+	out := make(map[string][]string)
+	for id, a := range st.apps {
+		a.mu.Lock()
+		for _, kind := range []tokenKind{kindClassic, kindStable, kindWeCom} {
+			for _, r := range a.minted[kind] {
+				if r.status(now) == 0 {
+					out[id] = append(out[id], r.token)
+				}
+			}
+		}
+		a.mu.Unlock()
+	}
+	return out
+}
+
+// ticket is a JS-SDK or card ticket.
+type ticket struct {
+	value   string
+	expires int64
+}
