@@ -1,0 +1,233 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxproxy/wxproxy/proxy"
+	"github.com/wxproxy/wxproxy/token"
+	"github.com/wxproxy/wxproxy/wechatsim"
+)
+
+// Accounts known to the simulator in every test.
+const (
+	mainAppID  = "wx1111111111111111"
+	mainSecret = "main-secret-0123456789"
+	miniAppID  = "wx2222222222222222"
+	miniSecret = "mini-secret-0123456789"
+	corpID     = "ww3333333333333333"
+	agentA     = "agent-a-secret-0123456789"
+	agentB     = "agent-b-secret-0123456789"
+)
+
+// env is a proxy in front of an in-process simulator, both over real HTTP.
+type env struct {
+	sim    *wechatsim.Server
+	simURL string
+	url    string // the proxy
+	caches map[string]*token.Cache
+	logs   *syncBuffer
+}
+
+type envOptions struct {
+	mode           token.Mode // of app "main"; default Stable
+	defaultApp     string     // default "main"; "-" for none
+	retryBodyBytes int64
+	maxBodyBytes   int64
+	transport      http.RoundTripper
+	noStartup      bool // do not fetch the first tokens before returning
+}
+
+func newEnv(tb testing.TB, o envOptions) *env {
+	tb.Helper()
+	sim, err := wechatsim.New(wechatsim.Options{Apps: []wechatsim.App{
+		{AppID: mainAppID, Secret: mainSecret, Kind: wechatsim.KindOfficial},
+		{AppID: miniAppID, Secret: miniSecret, Kind: wechatsim.KindMiniProgram},
+		{AppID: corpID, Secret: agentA, Kind: wechatsim.KindWeCom},
+		{AppID: corpID, Secret: agentB, Kind: wechatsim.KindWeCom},
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	simSrv := httptest.NewServer(sim)
+	tb.Cleanup(simSrv.Close)
+	up, _ := url.Parse(simSrv.URL)
+
+	if o.mode == "" {
+		o.mode = token.Stable
+	}
+	switch o.defaultApp {
+	case "":
+		o.defaultApp = "main"
+	case "-":
+		o.defaultApp = ""
+	}
+	e := &env{sim: sim, simURL: simSrv.URL, caches: map[string]*token.Cache{}, logs: &syncBuffer{}}
+	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	client := simSrv.Client()
+	specs := []struct {
+		name, kind, appid, secret string
+		mode                      token.Mode
+	}{
+		{"main", proxy.KindOfficial, mainAppID, mainSecret, o.mode},
+		{"mini", proxy.KindMiniProgram, miniAppID, miniSecret, token.Classic},
+		{"corp-a", proxy.KindWeCom, corpID, agentA, token.WeCom},
+		{"corp-b", proxy.KindWeCom, corpID, agentB, token.WeCom},
+	}
+	var apps []*proxy.App
+	for _, s := range specs {
+		c, err := token.New(token.Options{
+			App: s.name, Mode: s.mode, Logger: logger,
+			Fetcher: &token.HTTPFetcher{Mode: s.mode, Upstream: simSrv.URL, AppID: s.appid, Secret: s.secret, Client: client},
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		e.caches[s.name] = c
+		apps = append(apps, &proxy.App{Name: s.name, Kind: s.kind, AppID: s.appid, Secret: s.secret, Upstream: up, Tokens: c})
+	}
+	p, err := proxy.New(proxy.Options{
+		Apps: apps, DefaultApp: o.defaultApp, Logger: logger,
+		RetryBodyBytes: o.retryBodyBytes, MaxBodyBytes: o.maxBodyBytes, Transport: o.transport,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	tb.Cleanup(srv.Close)
+	e.url = srv.URL
+	if !o.noStartup {
+		for name, c := range e.caches {
+			if _, err := c.Get(context.Background()); err != nil {
+				tb.Fatalf("startup token for %s: %v", name, err)
+			}
+		}
+	}
+	return e
+}
+
+// answer is a decoded WeChat-shaped answer.
+type answer struct {
+	status  int
+	header  http.Header
+	body    []byte
+	ErrCode int    `json:"errcode"`
+	ErrMsg  string `json:"errmsg"`
+	Echo    struct {
+		AppID      string              `json:"appid"`
+		Method     string              `json:"method"`
+		Path       string              `json:"path"`
+		Query      map[string][]string `json:"query"`
+		BodySHA256 string              `json:"body_sha256"`
+		BodyLen    int                 `json:"body_len"`
+		RequestID  string              `json:"request_id"`
+	} `json:"echo"`
+	AccessToken string `json:"access_token"`
+	ExpiresIn   int    `json:"expires_in"`
+	OpenID      string `json:"openid"`
+}
+
+func (e *env) do(tb testing.TB, method, path string, body []byte, hdr ...string) *answer {
+	tb.Helper()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.url+path, r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	a := &answer{status: resp.StatusCode, header: resp.Header}
+	if a.body, err = io.ReadAll(resp.Body); err != nil {
+		tb.Fatal(err)
+	}
+	if strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		if err := json.Unmarshal(a.body, a); err != nil {
+			tb.Fatalf("%s %s: bad JSON %q: %v", method, path, a.body, err)
+		}
+	}
+	return a
+}
+
+func (e *env) get(tb testing.TB, path string, hdr ...string) *answer {
+	tb.Helper()
+	return e.do(tb, http.MethodGet, path, nil, hdr...)
+}
+
+// simPost calls the simulator's control API.
+func (e *env) simPost(tb testing.TB, path, body string) {
+	tb.Helper()
+	resp, err := http.Post(e.simURL+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		tb.Fatalf("POST %s: %d %s", path, resp.StatusCode, b)
+	}
+}
+
+// fetches is the total number of token endpoint calls the simulator saw.
+func (e *env) fetches(appid string) int64 {
+	f := e.sim.Stats().TokenFetches[appid]
+	return f.Classic + f.Stable + f.StableForced + f.WeCom
+}
+
+// liveTokens returns every app token the simulator would accept now.
+func (e *env) liveTokens() []string {
+	var all []string
+	for _, ts := range e.sim.Tokens() {
+		all = append(all, ts...)
+	}
+	return all
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(tb testing.TB, d time.Duration, cond func() bool) bool {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cond()
+}

@@ -1,0 +1,74 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/wxproxy/wxproxy/token"
+)
+
+// recorder remembers the status sent to the caller.
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the real writer (flush, deadlines).
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// logAccess writes the one access line of a request. Tokens appear only as
+// fingerprints; the query, which may carry secrets, is never logged.
+func (p *Proxy) logAccess(r *http.Request, c *call, status int, d time.Duration) {
+	ctx := context.Background()
+	if !p.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	caller, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		caller = r.RemoteAddr
+	}
+	app := ""
+	if c.app != nil {
+		app = c.app.Name
+	}
+	attrs := []slog.Attr{
+		slog.String("app", app),
+		slog.String("api", c.path),
+		slog.String("method", r.Method),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+		slog.Bool("retried", c.retried),
+		slog.String("caller", caller),
+		slog.String("request_id", c.reqID),
+	}
+	if c.hasCode {
+		attrs = append(attrs, slog.Int("errcode", c.errcode))
+	}
+	if c.token != "" {
+		attrs = append(attrs, slog.String("token", token.Fingerprint(c.token)))
+	}
+	if c.err != nil {
+		attrs = append(attrs, slog.String("error", string(c.err.Kind)))
+		if c.err.Err != nil {
+			attrs = append(attrs, slog.String("cause", c.err.Err.Error()))
+		}
+	}
+	p.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+}

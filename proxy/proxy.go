@@ -1,0 +1,349 @@
+// Package proxy is wxproxy's caller-facing engine: it finds the app of a
+// request, answers SDK token requests locally, injects the app's current
+// access_token, forwards to WeChat through httputil.ReverseProxy, and
+// refreshes and retries once when WeChat rejects the token.
+//
+// Where things happen, by file: route.go finds the app; inject.go rewrites
+// the query; local.go answers token endpoints and handles /sns/ paths;
+// retry.go decides the token retry; body.go buffers bodies for replay;
+// errors.go maps every failure to what the caller sees.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wxproxy/wxproxy/token"
+	"github.com/wxproxy/wxproxy/wechat"
+)
+
+const jsonContentType = "application/json; encoding=utf-8"
+
+// TokenSource is what the proxy needs of an app's token holder; *token.Cache
+// implements it.
+type TokenSource interface {
+	Current() *token.Token
+	Get(ctx context.Context) (*token.Token, error)
+	Invalidate(ctx context.Context, bad string) (*token.Token, error)
+}
+
+var _ TokenSource = (*token.Cache)(nil)
+
+// App is one WeChat account behind the proxy.
+type App struct {
+	Name     string // path prefix /{Name}/ and X-WXProxy-App value
+	Kind     string // official | miniprogram | wecom
+	AppID    string // corpid for WeCom
+	Secret   string // corpsecret for WeCom; only sent upstream, never logged
+	Upstream *url.URL
+	Tokens   TokenSource
+}
+
+// App kinds.
+const (
+	KindOfficial    = "official"
+	KindMiniProgram = "miniprogram"
+	KindWeCom       = "wecom"
+)
+
+// Options configures a Proxy. Zero values take the defaults noted.
+type Options struct {
+	Apps           []*App
+	DefaultApp     string            // app for requests that name none; "" = none
+	MaxBodyBytes   int64             // default 10 MiB
+	RetryBodyBytes int64             // default 2 MiB
+	Transport      http.RoundTripper // default NewTransport(10 * time.Second)
+	Logger         *slog.Logger      // access lines at Info; default discard
+	Now            func() time.Time  // default time.Now
+}
+
+// Proxy is the caller-facing handler. It is safe for concurrent use.
+type Proxy struct {
+	apps      map[string]*App
+	byAppID   map[string][]*App
+	def       *App
+	maxBody   int64
+	retryBody int64
+	log       *slog.Logger
+	now       func() time.Time
+	rp        *httputil.ReverseProxy
+	ids       idGen
+}
+
+// New returns a Proxy for opts.Apps.
+func New(opts Options) (*Proxy, error) {
+	if len(opts.Apps) == 0 {
+		return nil, errors.New("proxy: no apps")
+	}
+	p := &Proxy{
+		apps:      make(map[string]*App, len(opts.Apps)),
+		byAppID:   make(map[string][]*App),
+		maxBody:   opts.MaxBodyBytes,
+		retryBody: opts.RetryBodyBytes,
+		log:       opts.Logger,
+		now:       opts.Now,
+	}
+	for _, a := range opts.Apps {
+		if a.Name == "" || a.Tokens == nil || a.Upstream == nil {
+			return nil, fmt.Errorf("proxy: app %q needs a name, a token source and an upstream", a.Name)
+		}
+		if _, dup := p.apps[a.Name]; dup {
+			return nil, fmt.Errorf("proxy: duplicate app %q", a.Name)
+		}
+		p.apps[a.Name] = a
+		p.byAppID[a.AppID] = append(p.byAppID[a.AppID], a)
+	}
+	if opts.DefaultApp != "" {
+		if p.def = p.apps[opts.DefaultApp]; p.def == nil {
+			return nil, fmt.Errorf("proxy: default app %q is not configured", opts.DefaultApp)
+		}
+	}
+	if p.maxBody <= 0 {
+		p.maxBody = 10 << 20
+	}
+	if p.retryBody <= 0 {
+		p.retryBody = 2 << 20
+	}
+	p.retryBody = min(p.retryBody, p.maxBody)
+	if p.log == nil {
+		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	transport := opts.Transport
+	if transport == nil {
+		transport = NewTransport(10 * time.Second)
+	}
+	p.ids.init()
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:      p.rewrite,
+		Transport:    &retryTransport{next: transport},
+		BufferPool:   newBufferPool(),
+		ErrorHandler: p.upstreamError,
+	}
+	return p, nil
+}
+
+// NewTransport returns the upstream transport: a keep-alive pool sized for
+// a busy proxy, with upstreamTimeout bounding the wait for WeChat's answer
+// headers (a long media download is not cut off).
+func NewTransport(upstreamTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: upstreamTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// call is the state of one request, shared by the handler, the rewrite and
+// the retry transport through the request context.
+type call struct {
+	app     *App
+	path    string // path without the app prefix
+	rawPath string // its escaped form, when it differs
+	mode    mode
+	token   string // the token injected, for compare-and-refresh
+	body    []byte // the buffered body, when it can be replayed
+	replay  bool
+	reqID   string
+	retried bool
+	errcode int
+	hasCode bool
+	err     *Error // the wxproxy error answered, if any
+}
+
+type callKey struct{}
+
+func callFrom(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// mode is how a forwarded request is rewritten.
+type mode uint8
+
+const (
+	modeInject      mode = iota // strip the caller's access_token, append the app's
+	modeCredentials             // set appid and secret (jscode2session, oauth2)
+	modePassthrough             // forward untouched (/sns/userinfo: a user's token)
+)
+
+// ServeHTTP serves one caller request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := p.now()
+	c := &call{reqID: r.Header.Get("X-Request-Id")}
+	if c.reqID == "" {
+		c.reqID = p.ids.next()
+	}
+	rec := &recorder{ResponseWriter: w}
+	if err := p.serve(rec, r, c); err != nil {
+		p.fail(rec, r, c, err)
+	}
+	p.logAccess(r, c, rec.status, p.now().Sub(start))
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
+	app, err := p.route(r, c)
+	if err != nil {
+		return err
+	}
+	switch kind := classifyPath(c.path); kind {
+	case pathToken, pathStableToken, pathGetToken:
+		return p.answerToken(w, r, c, app, kind)
+	case pathBlocked:
+		return &Error{Kind: KindBlockedPath, Msg: "quota-clearing calls are refused; use the admin API"}
+	case pathCredentials:
+		c.mode = modeCredentials
+	case pathSNS:
+		c.mode = modePassthrough
+	}
+	if app == nil {
+		if app = p.def; app == nil {
+			return errNoApp
+		}
+	}
+	c.app = app
+	if err := p.prepareBody(w, r, c); err != nil {
+		return err
+	}
+	if c.mode == modeInject {
+		tok := app.Tokens.Current()
+		if !tok.Valid(p.now()) {
+			if tok, err = app.Tokens.Get(r.Context()); err != nil {
+				return &Error{Kind: KindTokenUnavailable, Msg: "no access_token for app " + app.Name + " (fetching it fails; see the wxproxy log)", Err: err}
+			}
+		}
+		c.token = tok.Value
+	}
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+	return nil
+}
+
+var errNoApp = &Error{Kind: KindUnknownApp, Msg: "request names no app: use the path prefix /{app}/, the X-WXProxy-App header, or set default_app"}
+
+// rewrite builds the upstream request (httputil.ReverseProxy.Rewrite).
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	c := callFrom(pr.In.Context())
+	u, out := c.app.Upstream, pr.Out
+	out.URL.Scheme, out.URL.Host = u.Scheme, u.Host
+	out.URL.Path = u.Path + c.path
+	out.URL.RawPath = ""
+	if c.rawPath != "" {
+		out.URL.RawPath = u.EscapedPath() + c.rawPath
+	}
+	switch c.mode {
+	case modeInject:
+		out.URL.RawQuery = injectToken(pr.In.URL.RawQuery, c.token)
+	case modeCredentials:
+		out.URL.RawQuery = setCredentials(pr.In.URL.RawQuery, c.app.AppID, c.app.Secret)
+	}
+	out.Host = ""
+	for k := range out.Header {
+		if hasPrefixFold(k, "X-Wxproxy-") || hasPrefixFold(k, "X-Forwarded-") {
+			delete(out.Header, k)
+		}
+	}
+	out.Header.Set("X-Request-Id", c.reqID)
+	if c.replay {
+		out.Body = io.NopCloser(newBodyReader(c.body))
+		out.ContentLength = int64(len(c.body))
+		if len(c.body) == 0 {
+			out.Body = nil
+		}
+	}
+}
+
+// upstreamError is the ReverseProxy's error handler.
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	p.fail(w, r, callFrom(r.Context()), err)
+}
+
+// fail answers err: the one funnel through which every wxproxy error
+// reaches a caller.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, c *call, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The caller went away; nobody is left to answer.
+		c.err = &Error{Kind: KindUpstream, Msg: "caller cancelled", Err: err}
+		if rec, ok := w.(*recorder); ok && rec.status == 0 {
+			rec.status = 499
+		}
+		return
+	}
+	e := classify(wechat.RedactError(err))
+	c.err = e
+	writeError(w, e)
+}
+
+func writeJSON(w io.Writer, v any) {
+	_ = json.NewEncoder(w).Encode(v) // the caller is gone if this fails
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && equalFold(s[:len(prefix)], prefix)
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// idGen makes request IDs: a random per-process prefix and a counter,
+// unique without a syscall per request.
+type idGen struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func (g *idGen) init() {
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	g.prefix = hex.EncodeToString(b[:]) + "-"
+}
+
+func (g *idGen) next() string {
+	return g.prefix + fmt.Sprintf("%08x", g.n.Add(1))
+}
+
+// bufferPool lends ReverseProxy its copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
