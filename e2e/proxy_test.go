@@ -210,3 +210,38 @@ func TestCheck(t *testing.T) {
 		t.Errorf("version: %v %s", err, out)
 	}
 }
+
+// TestProactiveRefresh: with 2 s tokens, wxproxy refreshes ahead of expiry
+// in both token modes; a steady stream of callers never sees a token error
+// and never needs a retry.
+func TestProactiveRefresh(t *testing.T) {
+	for _, mode := range []string{"classic", "stable"} {
+		t.Run(mode, func(t *testing.T) {
+			s := startSim(t, "-app", appID+":"+secret, "-token-ttl", "2s")
+			cfg := strings.Replace(proxyConfig(s.url, ""), "    upstream:", "    token_mode: "+mode+"\n    upstream:", 1)
+			p := startProxy(t, t.TempDir(), cfg, "E2E_SECRET="+secret)
+			waitFor(t, 10*time.Second, "readyz", func() bool { code, _, _ := get(t, p.admin+"/readyz"); return code == 200 })
+			distinct := map[string]bool{}
+			deadline := time.Now().Add(30 * time.Second)
+			for len(distinct) < 4 && time.Now().Before(deadline) {
+				code, h, b := get(t, p.url+"/cgi-bin/x")
+				if e := decode(t, b); code != 200 || e.ErrCode != 0 || h.Get("X-WXProxy-Retried") != "" {
+					t.Fatalf("caller saw %d retried=%q %s", code, h.Get("X-WXProxy-Retried"), b)
+				}
+				_, _, tb := get(t, s.url+"/sim/tokens")
+				var live map[string][]string
+				_ = json.Unmarshal(tb, &live)
+				for _, v := range live[appID] {
+					distinct[v] = true
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if len(distinct) < 4 {
+				t.Fatalf("saw %d distinct tokens in 30 s, want >= 4 (3 proactive refreshes)", len(distinct))
+			}
+			if n := s.stats(t).Errcodes["42001"] + s.stats(t).Errcodes["40001"]; n != 0 {
+				t.Errorf("WeChat answered %d token errors during proactive refreshes, want 0", n)
+			}
+		})
+	}
+}
