@@ -38,7 +38,9 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"demo", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}, noEnv, &stdout, &stderr) }()
+	go func() {
+		done <- run(ctx, []string{"demo", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}, noEnv, &stdout, &stderr)
+	}()
 
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(stdout.String(), "Stop with Ctrl-C") {
@@ -53,7 +55,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("no caller address in:\n%s", out)
 	}
 	// Every printed curl command that targets the proxy works with no token.
-	urls := regexp.MustCompile(`curl -s[i]? (?:-X POST )?'(` + regexp.QuoteMeta(caller[1]) + `[^']*)'`).FindAllStringSubmatch(out, -1)
+	urls := regexp.MustCompile(`curl -s[i]? (?:-X POST )?'(`+regexp.QuoteMeta(caller[1])+`[^']*)'`).FindAllStringSubmatch(out, -1)
 	if len(urls) < 3 {
 		t.Fatalf("found %d proxy commands in the demo output, want >= 3:\n%s", len(urls), out)
 	}
