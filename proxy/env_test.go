@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wxproxy/wxproxy/proxy"
+	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
 	"github.com/wxproxy/wxproxy/wechatsim"
 )
@@ -32,11 +35,14 @@ const (
 
 // env is a proxy in front of an in-process simulator, both over real HTTP.
 type env struct {
-	sim    *wechatsim.Server
-	simURL string
-	url    string // the proxy
-	caches map[string]*token.Cache
-	logs   *syncBuffer
+	sim     *wechatsim.Server
+	simURL  string
+	url     string // the proxy
+	caches  map[string]*token.Cache
+	logs    *syncBuffer
+	proxy   *proxy.Proxy
+	limiter *ratelimit.Limiter
+	breaker *proxy.Breaker
 }
 
 type envOptions struct {
@@ -45,12 +51,17 @@ type envOptions struct {
 	retryBodyBytes int64
 	maxBodyBytes   int64
 	transport      http.RoundTripper
-	noStartup      bool // do not fetch the first tokens before returning
+	noStartup      bool                   // do not fetch the first tokens before returning
+	quotas         *ratelimit.Settings    // for app "main"
+	breaker        *proxy.BreakerSettings // for app "main"
+	access         proxy.Access
+	registry       *prometheus.Registry
+	simQuotas      map[string]wechatsim.Quota
 }
 
 func newEnv(tb testing.TB, o envOptions) *env {
 	tb.Helper()
-	sim, err := wechatsim.New(wechatsim.Options{Apps: []wechatsim.App{
+	sim, err := wechatsim.New(wechatsim.Options{Quotas: o.simQuotas, Apps: []wechatsim.App{
 		{AppID: mainAppID, Secret: mainSecret, Kind: wechatsim.KindOfficial},
 		{AppID: miniAppID, Secret: miniSecret, Kind: wechatsim.KindMiniProgram},
 		{AppID: corpID, Secret: agentA, Kind: wechatsim.KindWeCom},
@@ -94,15 +105,33 @@ func newEnv(tb testing.TB, o envOptions) *env {
 			tb.Fatal(err)
 		}
 		e.caches[s.name] = c
-		apps = append(apps, &proxy.App{Name: s.name, Kind: s.kind, AppID: s.appid, Secret: s.secret, Upstream: up, Tokens: c})
+		app := &proxy.App{Name: s.name, Kind: s.kind, AppID: s.appid, Secret: s.secret, Upstream: up, Tokens: c}
+		if s.name == "main" {
+			if o.quotas != nil {
+				e.limiter = ratelimit.New(*o.quotas, ratelimit.Options{Name: "main"})
+				app.Quotas = e.limiter
+			}
+			if o.breaker != nil {
+				app.Breaker = proxy.NewBreaker("main", *o.breaker, nil)
+				e.breaker = app.Breaker
+			}
+		}
+		apps = append(apps, app)
+	}
+	var metrics *proxy.Metrics
+	var reg prometheus.Registerer
+	if o.registry != nil {
+		metrics, reg = proxy.NewMetrics(o.registry), o.registry
 	}
 	p, err := proxy.New(proxy.Options{
 		Apps: apps, DefaultApp: o.defaultApp, Logger: logger,
 		RetryBodyBytes: o.retryBodyBytes, MaxBodyBytes: o.maxBodyBytes, Transport: o.transport,
+		Access: o.access, Metrics: metrics, Registry: reg,
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
+	e.proxy = p
 	srv := httptest.NewServer(p)
 	tb.Cleanup(srv.Close)
 	e.url = srv.URL

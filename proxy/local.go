@@ -24,14 +24,17 @@ const placeholderTTL = 7200
 // can ever fetch (and so invalidate) the shared token. The answer has
 // WeChat's shape and carries a placeholder; the real token never leaves
 // the proxy through the caller port.
-func (p *Proxy) answerToken(w http.ResponseWriter, r *http.Request, c *call, app *App, kind pathKind) error {
+func (p *Proxy) answerToken(w http.ResponseWriter, r *http.Request, c *call, app *App, kind pathKind, key *CallerKey) error {
 	if app == nil {
 		var err error
 		if app, err = p.tokenApp(r, kind); err != nil {
 			return err
 		}
 	}
-	c.app = app
+	if !key.mayUse(app.Name) {
+		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
+	}
+	c.app, c.local = app, true
 	b := make([]byte, 18)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	placeholder := placeholderPrefix + app.Name + "." + base64.RawURLEncoding.EncodeToString(b)

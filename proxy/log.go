@@ -40,9 +40,12 @@ func (p *Proxy) logAccess(r *http.Request, c *call, status int, d time.Duration)
 	if !p.log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	caller, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		caller = r.RemoteAddr
+	caller := c.caller
+	if caller == "" {
+		var err error
+		if caller, _, err = net.SplitHostPort(r.RemoteAddr); err != nil {
+			caller = r.RemoteAddr
+		}
 	}
 	app := ""
 	if c.app != nil {

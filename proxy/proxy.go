@@ -26,6 +26,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
 	"github.com/wxproxy/wxproxy/wechat"
 )
@@ -42,6 +45,15 @@ type TokenSource interface {
 
 var _ TokenSource = (*token.Cache)(nil)
 
+// Quotas is what the proxy needs of a rate limiter; *ratelimit.Limiter
+// implements it. Allow returns a *ratelimit.Denied to refuse.
+type Quotas interface {
+	Allow(ctx context.Context, api string) error
+	Observe(ctx context.Context, api string, errcode int) error
+}
+
+var _ Quotas = (*ratelimit.Limiter)(nil)
+
 // App is one WeChat account behind the proxy.
 type App struct {
 	Name     string // path prefix /{Name}/ and X-WXProxy-App value
@@ -50,6 +62,8 @@ type App struct {
 	Secret   string // corpsecret for WeCom; only sent upstream, never logged
 	Upstream *url.URL
 	Tokens   TokenSource
+	Quotas   Quotas   // nil = no local limits
+	Breaker  *Breaker // nil = no breaker
 }
 
 // App kinds.
@@ -68,11 +82,17 @@ type Options struct {
 	Transport      http.RoundTripper // default NewTransport(10 * time.Second)
 	Logger         *slog.Logger      // access lines at Info; default discard
 	Now            func() time.Time  // default time.Now
+	Access         Access            // who may call; the zero value allows everyone
+	// Metrics, if set, receives the request metrics; Registry, if set,
+	// gets the token TTL and breaker state gauges of these apps.
+	Metrics  *Metrics
+	Registry prometheus.Registerer
 }
 
 // Proxy is the caller-facing handler. It is safe for concurrent use.
 type Proxy struct {
 	apps      map[string]*App
+	appList   []*App
 	byAppID   map[string][]*App
 	def       *App
 	maxBody   int64
@@ -81,6 +101,8 @@ type Proxy struct {
 	now       func() time.Time
 	rp        *httputil.ReverseProxy
 	ids       idGen
+	metrics   *Metrics
+	access    atomic.Pointer[access]
 }
 
 // New returns a Proxy for opts.Apps.
@@ -104,6 +126,7 @@ func New(opts Options) (*Proxy, error) {
 			return nil, fmt.Errorf("proxy: duplicate app %q", a.Name)
 		}
 		p.apps[a.Name] = a
+		p.appList = append(p.appList, a)
 		p.byAppID[a.AppID] = append(p.byAppID[a.AppID], a)
 	}
 	if opts.DefaultApp != "" {
@@ -129,9 +152,20 @@ func New(opts Options) (*Proxy, error) {
 		transport = NewTransport(10 * time.Second)
 	}
 	p.ids.init()
+	p.metrics = opts.Metrics
+	p.SetAccess(opts.Access)
+	if opts.Registry != nil {
+		g := &gauges{p: p,
+			ttl: prometheus.NewDesc("wxproxy_token_ttl_seconds", "Seconds the current token has left (0 = none).", []string{"app"}, nil),
+			brk: prometheus.NewDesc("wxproxy_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", []string{"app"}, nil),
+		}
+		if err := opts.Registry.Register(g); err != nil {
+			return nil, fmt.Errorf("proxy: register gauges: %w", err)
+		}
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
-		Transport:    &retryTransport{next: transport},
+		Transport:    &retryTransport{next: transport, p: p},
 		BufferPool:   newBufferPool(),
 		ErrorHandler: p.upstreamError,
 	}
@@ -166,9 +200,11 @@ type call struct {
 	body    []byte // the buffered body, when it can be replayed
 	replay  bool
 	reqID   string
+	caller  string // key name, or the caller's IP
 	retried bool
 	errcode int
 	hasCode bool
+	local   bool   // answered by wxproxy itself (token endpoints)
 	err     *Error // the wxproxy error answered, if any
 }
 
@@ -199,17 +235,49 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := p.serve(rec, r, c); err != nil {
 		p.fail(rec, r, c, err)
 	}
-	p.logAccess(r, c, rec.status, p.now().Sub(start))
+	d := p.now().Sub(start)
+	if p.metrics != nil {
+		app := "unknown"
+		if c.app != nil {
+			app = c.app.Name
+		}
+		p.metrics.observeRequest(app, c.path, rec.status, c.outcome(), d)
+	}
+	p.logAccess(r, c, rec.status, d)
+}
+
+// outcome is the metrics label of how a request ended.
+func (c *call) outcome() string {
+	switch {
+	case c.err != nil:
+		return string(c.err.Kind)
+	case c.local:
+		return "local"
+	case c.hasCode && c.errcode != 0:
+		return "wechat_error"
+	}
+	return "ok"
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
+	c.path = r.URL.Path
+	key, err := p.access.Load().admit(r)
+	if key != nil {
+		c.caller = key.Name
+	}
+	if err != nil {
+		return err
+	}
 	app, err := p.route(r, c)
 	if err != nil {
 		return err
 	}
+	if app != nil && !key.mayUse(app.Name) {
+		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
+	}
 	switch kind := classifyPath(c.path); kind {
 	case pathToken, pathStableToken, pathGetToken:
-		return p.answerToken(w, r, c, app, kind)
+		return p.answerToken(w, r, c, app, kind, key)
 	case pathBlocked:
 		return &Error{Kind: KindBlockedPath, Msg: "quota-clearing calls are refused; use the admin API"}
 	case pathCredentials:
@@ -223,6 +291,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
 		}
 	}
 	c.app = app
+	if !key.mayUse(app.Name) {
+		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
+	}
+	if err := p.checkLimits(r.Context(), c, key); err != nil {
+		return err
+	}
 	if err := p.prepareBody(w, r, c); err != nil {
 		return err
 	}
@@ -237,6 +311,56 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
 	}
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 	return nil
+}
+
+// checkLimits applies the caller's own limit, then the app's quota for
+// the API. A quota store that fails (Redis down) does not block traffic.
+func (p *Proxy) checkLimits(ctx context.Context, c *call, key *CallerKey) error {
+	if key != nil && key.Limiter != nil {
+		if err := p.limitError(c, key.Limiter.Allow(ctx, ""), ratelimit.ScopeCaller); err != nil {
+			return err
+		}
+	}
+	if c.app.Quotas != nil {
+		return p.limitError(c, c.app.Quotas.Allow(ctx, c.path), ratelimit.ScopeAPI)
+	}
+	return nil
+}
+
+func (p *Proxy) limitError(c *call, err error, scope ratelimit.Scope) error {
+	if err == nil {
+		return nil
+	}
+	var d *ratelimit.Denied
+	if !errors.As(err, &d) {
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			p.log.Warn("quota store failed; request let through", "app", c.app.Name, "err", err)
+			if p.metrics != nil {
+				p.metrics.StoreError("quota")
+			}
+			return nil
+		}
+		return err
+	}
+	if d.Scope == "" {
+		d.Scope = scope
+	}
+	if p.metrics != nil {
+		p.metrics.observeRejection(c.app.Name, c.path, string(d.Scope))
+	}
+	var who string
+	switch d.Scope {
+	case ratelimit.ScopeCaller:
+		who = "your caller key's per-minute limit"
+	case ratelimit.ScopeUpstream:
+		who = "WeChat's quota for " + c.path + " (remembered from its answer)"
+	default:
+		who = "the local limit for " + c.path
+	}
+	if d.Daily {
+		return &Error{Kind: KindQuotaExhausted, Msg: "daily quota exhausted: " + who + "; it resets at midnight", RetryAfter: d.RetryAfter, Err: err}
+	}
+	return &Error{Kind: KindRateLimited, Msg: "too many requests: " + who + "; retry after Retry-After seconds", RetryAfter: d.RetryAfter, Err: err}
 }
 
 var errNoApp = &Error{Kind: KindUnknownApp, Msg: "request names no app: use the path prefix /{app}/, the X-WXProxy-App header, or set default_app"}

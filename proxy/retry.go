@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"mime"
 	"net/http"
+	"time"
 
 	"github.com/wxproxy/wxproxy/wechat"
 )
@@ -20,15 +22,16 @@ const peekSize = 8 << 10
 // token error goes back to the caller as WeChat sent it.
 type retryTransport struct {
 	next http.RoundTripper
+	p    *Proxy
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := callFrom(req.Context())
-	resp, err := t.next.RoundTrip(req)
-	if err != nil || c == nil {
-		return resp, err
+	if c == nil {
+		return t.next.RoundTrip(req)
 	}
-	if err := c.scan(resp); err != nil {
+	resp, err := t.attempt(req, c)
+	if err != nil {
 		return nil, err
 	}
 	if c.mode != modeInject || !c.hasCode || !wechat.IsTokenError(c.errcode) {
@@ -41,6 +44,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	resp.Body.Close()
+	if t.p.metrics != nil {
+		t.p.metrics.observeRetry(c.app.Name, c.errcode)
+	}
 	r2 := req.Clone(req.Context())
 	r2.URL.RawQuery = injectToken(req.URL.RawQuery, fresh.Value)
 	r2.Body, r2.ContentLength = nil, int64(len(c.body))
@@ -48,14 +54,57 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r2.Body = io.NopCloser(bytes.NewReader(c.body))
 	}
 	c.token, c.retried, c.hasCode = fresh.Value, true, false
-	resp, err = t.next.RoundTrip(r2)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.scan(resp); err != nil {
+	if resp, err = t.attempt(r2, c); err != nil {
 		return nil, err
 	}
 	resp.Header.Set("X-WXProxy-Retried", "1")
+	return resp, nil
+}
+
+// attempt makes one upstream call through the app's breaker, scans the
+// answer's errcode, and reports the outcome to the breaker, the quotas and
+// the metrics. Transport errors, HTTP 5xx and errcode -1 are failures;
+// business errcodes are not: WeChat answered.
+func (t *retryTransport) attempt(req *http.Request, c *call) (*http.Response, error) {
+	app := c.app
+	var done func(error)
+	if app.Breaker != nil {
+		var err error
+		if done, err = app.Breaker.Allow(); err != nil {
+			return nil, &Error{Kind: KindCircuitOpen, Msg: "WeChat is failing for app " + app.Name + "; calls are paused, retry after Retry-After seconds", RetryAfter: app.Breaker.RetryAfter(), Err: err}
+		}
+	}
+	start := time.Now()
+	resp, err := t.next.RoundTrip(req)
+	if err == nil {
+		err = c.scan(resp)
+	}
+	if t.p.metrics != nil {
+		t.p.metrics.observeUpstream(app.Name, time.Since(start))
+	}
+	if done != nil {
+		switch {
+		case err != nil && req.Context().Err() != nil:
+			done(context.Canceled) // the caller left; says nothing about WeChat
+		case err != nil, resp.StatusCode >= 500, c.hasCode && c.errcode == wechat.CodeSystemError:
+			done(errFailure)
+		default:
+			done(nil)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.hasCode && c.errcode != wechat.CodeOK {
+		if t.p.metrics != nil {
+			t.p.metrics.observeErrcode(app.Name, c.path, c.errcode)
+		}
+		if app.Quotas != nil && wechat.IsQuotaError(c.errcode) {
+			if oerr := app.Quotas.Observe(req.Context(), c.path, c.errcode); oerr != nil {
+				t.p.log.Warn("quota store failed", "app", app.Name, "err", oerr)
+			}
+		}
+	}
 	return resp, nil
 }
 

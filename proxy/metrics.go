@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wxproxy/wxproxy/token"
+	"github.com/wxproxy/wxproxy/wechat"
+)
+
+// Metrics are wxproxy's Prometheus metrics (SPEC §8), on a registry the
+// caller owns. Labels stay low-cardinality: api is a configured or
+// well-known path, else "other"; errcodes beyond the first maxCodes seen
+// are "other". Metrics is safe for concurrent use.
+type Metrics struct {
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	upstream     *prometheus.HistogramVec
+	refreshes    *prometheus.CounterVec
+	retries      *prometheus.CounterVec
+	rejections   *prometheus.CounterVec
+	wechatErrors *prometheus.CounterVec
+	storeErrors  *prometheus.CounterVec
+
+	mu    sync.RWMutex
+	apis  map[string]bool // label-worthy API paths
+	codes map[int]string  // errcode labels seen
+}
+
+const maxCodes = 200
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_requests_total",
+			Help: "Caller requests by app, API, HTTP status and outcome."}, []string{"app", "api", "code", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "wxproxy_request_duration_seconds",
+			Help: "Time to answer a caller, retries included.", Buckets: buckets}, []string{"app"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "wxproxy_upstream_duration_seconds",
+			Help: "Time of one round trip to WeChat, to the answer's headers.", Buckets: buckets}, []string{"app"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_token_refreshes_total",
+			Help: "Token fetches by reason (startup, proactive, invalid, manual) and result (ok, error)."}, []string{"app", "reason", "result"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_token_retries_total",
+			Help: "Requests replayed after WeChat rejected the token, by the rejecting errcode."}, []string{"app", "errcode"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_ratelimit_rejections_total",
+			Help: "Requests refused by a local limit, by scope (api, caller, upstream, token)."}, []string{"app", "api", "scope"}),
+		wechatErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_wechat_errors_total",
+			Help: "Non-zero errcodes answered by WeChat."}, []string{"app", "api", "errcode"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_store_errors_total",
+			Help: "Failed store operations (token store, quota store)."}, []string{"op"}),
+		apis:  make(map[string]bool),
+		codes: make(map[int]string),
+	}
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.refreshes, m.retries, m.rejections, m.wechatErrors, m.storeErrors)
+	for _, api := range wechat.WellKnownAPIs {
+		m.apis[api] = true
+	}
+	return m
+}
+
+// SetAPIs adds configured API paths to the label-worthy set.
+func (m *Metrics) SetAPIs(apis []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, a := range apis {
+		m.apis[a] = true
+	}
+}
+
+func (m *Metrics) api(path string) string {
+	m.mu.RLock()
+	ok := m.apis[path]
+	m.mu.RUnlock()
+	if ok {
+		return path
+	}
+	return "other"
+}
+
+func (m *Metrics) code(c int) string {
+	m.mu.RLock()
+	s, ok := m.codes[c]
+	m.mu.RUnlock()
+	if ok {
+		return s
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok = m.codes[c]; !ok {
+		s = "other"
+		if len(m.codes) < maxCodes {
+			s = strconv.Itoa(c)
+		}
+		m.codes[c] = s
+	}
+	return s
+}
+
+// TokenRefreshed counts one token fetch; wire it to token.Options.OnRefresh.
+func (m *Metrics) TokenRefreshed(app string, reason token.Reason, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.refreshes.WithLabelValues(app, string(reason), result).Inc()
+}
+
+// StoreError counts one failed store operation.
+func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }
+
+func (m *Metrics) observeRequest(app, path string, status int, outcome string, d time.Duration) {
+	m.requests.WithLabelValues(app, m.api(path), strconv.Itoa(status), outcome).Inc()
+	m.duration.WithLabelValues(app).Observe(d.Seconds())
+}
+
+func (m *Metrics) observeUpstream(app string, d time.Duration) {
+	m.upstream.WithLabelValues(app).Observe(d.Seconds())
+}
+
+func (m *Metrics) observeErrcode(app, path string, code int) {
+	m.wechatErrors.WithLabelValues(app, m.api(path), m.code(code)).Inc()
+}
+
+func (m *Metrics) observeRetry(app string, code int) {
+	m.retries.WithLabelValues(app, m.code(code)).Inc()
+}
+
+func (m *Metrics) observeRejection(app, path, scope string) {
+	m.rejections.WithLabelValues(app, m.api(path), scope).Inc()
+}
+
+// gauges reports token TTL and breaker state at scrape time, so both are
+// exact whenever they are read.
+type gauges struct {
+	p   *Proxy
+	ttl *prometheus.Desc
+	brk *prometheus.Desc
+}
+
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) { ch <- g.ttl; ch <- g.brk }
+
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	now := g.p.now()
+	for _, a := range g.p.appList {
+		ttl := 0.0
+		if t := a.Tokens.Current(); t.Valid(now) {
+			ttl = t.ExpiresAt.Sub(now).Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(g.ttl, prometheus.GaugeValue, ttl, a.Name)
+		if a.Breaker != nil {
+			ch <- prometheus.MustNewConstMetric(g.brk, prometheus.GaugeValue, StateValue(a.Breaker.cb.Load().State()), a.Name)
+		}
+	}
+}
