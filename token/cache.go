@@ -30,6 +30,8 @@ var (
 	// ErrForceBudget means a forced refresh was refused locally because the
 	// daily budget is spent or the last one was too recent.
 	ErrForceBudget = errors.New("token: forced refresh budget exhausted")
+	// ErrFetchBudget means Options.Budget refused a fetch.
+	ErrFetchBudget = errors.New("token: daily fetch budget exhausted")
 )
 
 // stableRotation is how long before expiry WeChat's stable_token normal
@@ -62,6 +64,11 @@ type Options struct {
 	OnRefresh func(reason Reason, err error)
 	// OnStoreError, if set, is called when the store fails; op is "load" or "save".
 	OnStoreError func(op string, err error)
+	// Budget, if set, is asked before every Classic or WeCom fetch (each
+	// one counts against WeChat's daily limit); an error refuses the fetch
+	// and backs off at MaxBackoff. Stable fetches are budgeted by
+	// ForcedPerDay instead.
+	Budget func(ctx context.Context) error
 }
 
 // Cache holds one app's token. Current is the hot path; the first Get,
@@ -270,6 +277,13 @@ func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Toke
 
 // fetch asks WeChat and records the outcome for backoff and metrics.
 func (c *Cache) fetch(ctx context.Context, reason Reason, force bool) (Token, error) {
+	if c.opts.Budget != nil && c.opts.Mode != Stable {
+		if err := c.opts.Budget(ctx); err != nil {
+			err = fmt.Errorf("%w: %w", ErrFetchBudget, err)
+			c.fail(err)
+			return Token{}, err
+		}
+	}
 	t, err := c.opts.Fetcher.Fetch(ctx, force)
 	if c.opts.OnRefresh != nil {
 		c.opts.OnRefresh(reason, err)
@@ -288,7 +302,8 @@ func (c *Cache) fail(err error) {
 	d := c.opts.MaxBackoff
 	var apiErr *wechat.APIError
 	configErr := errors.As(err, &apiErr) && wechat.IsConfigError(apiErr.Code)
-	if !configErr && c.failures < 32 {
+	budget := errors.Is(err, ErrFetchBudget)
+	if !configErr && !budget && c.failures < 32 {
 		d = min(c.opts.MinBackoff<<(c.failures-1), c.opts.MaxBackoff)
 	}
 	d = d/2 + time.Duration(c.opts.Rand()*float64(d/2)) // jitter in [d/2, d)

@@ -440,3 +440,33 @@ func BenchmarkCurrent(b *testing.B) {
 		}
 	})
 }
+
+func TestFetchBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{ttl: time.Hour}
+		left := 2
+		c := newCache(t, Classic, f, func(o *Options) {
+			o.Budget = func(context.Context) error {
+				if left == 0 {
+					return errors.New("spent")
+				}
+				left--
+				return nil
+			}
+		})
+		for range 2 {
+			if _, err := c.Refresh(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.Refresh(t.Context()); !errors.Is(err, ErrFetchBudget) {
+			t.Errorf("third fetch: err = %v, want ErrFetchBudget", err)
+		}
+		if got := f.calls.Load(); got != 2 {
+			t.Errorf("fetcher called %d times, want 2", got)
+		}
+		if wait := c.Status().RetryAt.Sub(time.Now()); wait < 150*time.Second {
+			t.Errorf("budget refusal backs off %v, want the maximum", wait)
+		}
+	})
+}

@@ -1,13 +1,21 @@
 package main
 
 import (
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wxproxy/wxproxy/token"
 )
 
+// adminRoutes is the admin port (SPEC §8). Nothing here ever shows a token
+// or a secret: tokens appear as fingerprints.
 func (s *server) adminRoutes() http.Handler {
 	r := chi.NewRouter()
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -15,7 +23,43 @@ func (s *server) adminRoutes() http.Handler {
 		_, _ = w.Write([]byte("ok"))
 	})
 	r.Get("/readyz", s.readyz)
+	r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	r.Get("/admin/apps", s.adminApps)
+	r.Get("/admin/breakers", s.adminBreakers)
+	r.Get("/admin/quotas", s.adminQuotas)
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireAdminToken)
+		r.Post("/admin/apps/{app}/refresh", s.adminRefresh)
+		r.Post("/admin/reload", s.adminReload)
+	})
 	return r
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// requireAdminToken guards every POST: Authorization: Bearer <admin.token>,
+// compared in constant time. Without a configured token every POST is
+// refused.
+func (s *server) requireAdminToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		want := s.config().Admin.Token
+		if want == "" {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "admin POSTs are disabled: set admin.token"})
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "missing or wrong bearer token"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // readyz is ready when every app holds a valid token.
@@ -24,14 +68,138 @@ func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
 	for _, a := range s.apps {
 		if !a.cache.Current().Valid(now) {
-			reasons = append(reasons, "app "+a.cfg.Name+": no valid access_token")
+			reason := "app " + a.cfg.Name + ": no valid access_token"
+			if err := a.cache.Status().LastError; err != nil {
+				reason += " (last fetch: " + err.Error() + ")"
+			}
+			reasons = append(reasons, reason)
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
 	if len(reasons) > 0 {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(map[string]any{"ready": false, "reasons": reasons})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": reasons})
 		return
 	}
-	_ = json.NewEncoder(w).Encode(map[string]any{"ready": true})
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+type tokenInfo struct {
+	Present     bool       `json:"present"`
+	Fingerprint string     `json:"fingerprint,omitempty"`
+	ObtainedAt  *time.Time `json:"obtained_at,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	TTLSeconds  int64      `json:"ttl_seconds"`
+	Refreshes   int64      `json:"refreshes"`
+	LastError   string     `json:"last_error,omitempty"`
+}
+
+func describeToken(st token.Status, now time.Time) tokenInfo {
+	ti := tokenInfo{Refreshes: st.Refreshes}
+	if t := st.Token; t.Valid(now) {
+		ti.Present, ti.Fingerprint = true, token.Fingerprint(t.Value)
+		ti.ObtainedAt, ti.ExpiresAt = &t.ObtainedAt, &t.ExpiresAt
+		ti.TTLSeconds = int64(t.ExpiresAt.Sub(now).Seconds())
+	}
+	if st.LastError != nil {
+		ti.LastError = st.LastError.Error()
+	}
+	return ti
+}
+
+func (s *server) adminApps(w http.ResponseWriter, _ *http.Request) {
+	type appInfo struct {
+		Name      string    `json:"name"`
+		Kind      string    `json:"kind"`
+		AppID     string    `json:"appid"`
+		TokenMode string    `json:"token_mode"`
+		Token     tokenInfo `json:"token"`
+		Breaker   string    `json:"breaker"`
+		Ready     bool      `json:"ready"`
+	}
+	now := time.Now()
+	out := make([]appInfo, 0, len(s.apps))
+	for _, a := range s.apps {
+		ti := describeToken(a.cache.Status(), now)
+		out = append(out, appInfo{Name: a.cfg.Name, Kind: a.cfg.Kind, AppID: a.cfg.AppID, TokenMode: string(tokenMode(a.cfg)),
+			Token: ti, Breaker: a.breaker.State().State, Ready: ti.Present})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type breakerInfo struct {
+	App     string    `json:"app"`
+	Replica string    `json:"replica"`
+	State   string    `json:"state"`
+	Since   time.Time `json:"since"`
+	Counts  struct {
+		Requests            uint32 `json:"requests"`
+		TotalSuccesses      uint32 `json:"total_successes"`
+		TotalFailures       uint32 `json:"total_failures"`
+		ConsecutiveFailures uint32 `json:"consecutive_failures"`
+	} `json:"counts"`
+}
+
+func (s *server) adminBreakers(w http.ResponseWriter, _ *http.Request) {
+	out := make([]breakerInfo, 0, len(s.apps))
+	for _, a := range s.apps {
+		st := a.breaker.State()
+		bi := breakerInfo{App: a.cfg.Name, Replica: s.replica, State: st.State, Since: st.Since}
+		bi.Counts.Requests, bi.Counts.TotalSuccesses = st.Counts.Requests, st.Counts.TotalSuccesses
+		bi.Counts.TotalFailures, bi.Counts.ConsecutiveFailures = st.Counts.TotalFailures, st.Counts.ConsecutiveFailures
+		out = append(out, bi)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) adminQuotas(w http.ResponseWriter, r *http.Request) {
+	type appQuotas struct {
+		App           string `json:"app"`
+		ResetTimezone string `json:"reset_timezone"`
+		OnLimit       string `json:"on_limit"`
+		APIs          any    `json:"apis"`
+	}
+	cfg := s.config()
+	out := make([]appQuotas, 0, len(s.apps))
+	for i, a := range s.apps {
+		usage, err := a.limiter.Usage(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "quota store: " + err.Error()})
+			return
+		}
+		q := cfg.Apps[i].Quotas
+		out = append(out, appQuotas{App: a.cfg.Name, ResetTimezone: q.ResetTimezone, OnLimit: q.OnLimit, APIs: usage})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) adminRefresh(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "app")
+	for _, a := range s.apps {
+		if a.cfg.Name != name {
+			continue
+		}
+		tok, err := a.cache.Refresh(r.Context())
+		switch {
+		case errors.Is(err, token.ErrForceBudget), errors.Is(err, token.ErrFetchBudget):
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"app": name, "refreshed": false, "error": err.Error()})
+		case err != nil:
+			writeJSON(w, http.StatusBadGateway, map[string]any{"app": name, "refreshed": false, "error": err.Error()})
+		default:
+			writeJSON(w, http.StatusOK, map[string]any{"app": name, "refreshed": true,
+				"fingerprint": token.Fingerprint(tok.Value), "expires_at": tok.ExpiresAt})
+		}
+		return
+	}
+	writeJSON(w, http.StatusNotFound, map[string]any{"error": "no app named " + name})
+}
+
+func (s *server) adminReload(w http.ResponseWriter, _ *http.Request) {
+	restart, err := s.reload()
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"reloaded": false, "errors": strings.Split(err.Error(), "\n")})
+		return
+	}
+	if restart == nil {
+		restart = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "needs_restart": restart})
 }

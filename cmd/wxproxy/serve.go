@@ -8,16 +8,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/signal"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/wxproxy/wxproxy/config"
 	"github.com/wxproxy/wxproxy/proxy"
+	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
 )
 
@@ -45,6 +54,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	srv.reloadFrom = func() (*config.Config, error) { return config.Load(path, getenv) }
 	return srv.run(ctx, nil)
 }
 
@@ -61,22 +71,38 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 // server is one running wxproxy: the token caches, the caller-facing proxy
 // and the admin port, wired by hand from the config.
 type server struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	apps   []*appState
-	proxy  *proxy.Proxy
-	caller *http.Server
-	admin  *http.Server
+	log     *slog.Logger
+	replica string // this process, on the admin API
+	apps    []*appState
+	proxy   *proxy.Proxy
+	caller  *http.Server
+	admin   *http.Server
+	reg     *prometheus.Registry
+	metrics *proxy.Metrics
+
+	// reloadFrom reads the configuration again; nil when there is no file
+	// (demo).
+	reloadFrom func() (*config.Config, error)
+
+	mu      sync.Mutex // guards cfg and callers across reloads
+	cfg     *config.Config
+	callers map[string]*ratelimit.Limiter // per-caller limiters by key name, kept across reloads
 }
 
 // appState is what the server keeps per app.
 type appState struct {
-	cfg   config.App
-	cache *token.Cache
+	cfg     config.App
+	cache   *token.Cache
+	limiter *ratelimit.Limiter
+	breaker *proxy.Breaker
 }
 
 func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
-	s := &server{cfg: cfg, log: log}
+	s := &server{cfg: cfg, log: log, reg: prometheus.NewRegistry(), callers: map[string]*ratelimit.Limiter{}}
+	s.replica, _ = os.Hostname()
+	s.replica = fmt.Sprintf("%s/%d", s.replica, os.Getpid())
+	s.metrics = proxy.NewMetrics(s.reg)
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	store, err := newStore(cfg.Store)
 	if err != nil {
 		return nil, err
@@ -89,6 +115,7 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 			return nil, fmt.Errorf("apps.%s.upstream: %w", a.Name, err)
 		}
 		mode := tokenMode(a)
+		limiter := ratelimit.New(quotaSettings(a.Quotas), ratelimit.Options{Name: a.Name})
 		cache, err := token.New(token.Options{
 			App:           a.Name,
 			Mode:          mode,
@@ -99,12 +126,20 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 			FetchTimeout:  cfg.UpstreamTimeout,
 			Location:      a.Quotas.Location,
 			Logger:        log,
+			Budget:        limiter.AllowTokenFetch,
+			OnRefresh:     func(r token.Reason, err error) { s.metrics.TokenRefreshed(a.Name, r, err) },
+			OnStoreError:  func(op string, _ error) { s.metrics.StoreError("token_" + op) },
 		})
 		if err != nil {
 			return nil, err
 		}
-		s.apps = append(s.apps, &appState{cfg: a, cache: cache})
-		papps = append(papps, &proxy.App{Name: a.Name, Kind: a.Kind, AppID: a.AppID, Secret: a.Secret, Upstream: up, Tokens: cache})
+		breaker := proxy.NewBreaker(a.Name, breakerSettings(a.Breaker), func(app string, to gobreaker.State) {
+			log.Warn("circuit breaker changed state", "app", app, "state", to.String())
+		})
+		s.apps = append(s.apps, &appState{cfg: a, cache: cache, limiter: limiter, breaker: breaker})
+		papps = append(papps, &proxy.App{Name: a.Name, Kind: a.Kind, AppID: a.AppID, Secret: a.Secret, Upstream: up,
+			Tokens: cache, Quotas: limiter, Breaker: breaker})
+		s.metrics.SetAPIs(slices.Collect(maps.Keys(a.Quotas.APIs)))
 	}
 	s.proxy, err = proxy.New(proxy.Options{
 		Apps:           papps,
@@ -113,6 +148,9 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 		RetryBodyBytes: cfg.RetryBodyBytes,
 		Transport:      proxy.NewTransport(cfg.UpstreamTimeout),
 		Logger:         log,
+		Access:         s.access(cfg.Callers),
+		Metrics:        s.metrics,
+		Registry:       s.reg,
 	})
 	if err != nil {
 		return nil, err
@@ -120,6 +158,89 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 	s.caller = &http.Server{Handler: s.callerRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	s.admin = &http.Server{Handler: s.adminRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	return s, nil
+}
+
+func quotaSettings(q config.Quotas) ratelimit.Settings {
+	conv := func(l config.Limit) ratelimit.Limit {
+		return ratelimit.Limit{PerMinute: l.PerMinute, PerDay: l.PerDay, Burst: l.Burst}
+	}
+	apis := make(map[string]ratelimit.Limit, len(q.APIs))
+	for k, v := range q.APIs {
+		apis[k] = conv(v)
+	}
+	return ratelimit.Settings{
+		Default: conv(q.Default), APIs: apis, Location: q.Location,
+		Wait: q.OnLimit == config.OnLimitWait, MaxWait: q.MaxWait,
+		RespectUpstream: q.RespectUpstream, TokenFetchPerDay: q.TokenFetchPerDay,
+	}
+}
+
+func breakerSettings(b config.Breaker) proxy.BreakerSettings {
+	return proxy.BreakerSettings{
+		ConsecutiveFailures: b.ConsecutiveFailures, FailureRatio: b.FailureRatio, MinRequests: b.MinRequests,
+		Interval: b.Interval, OpenTimeout: b.OpenTimeout, HalfOpenRequests: b.HalfOpenRequests,
+	}
+}
+
+// access builds the caller rules; per-caller limiters are reused by key
+// name so a reload does not reset their counts. The caller holds s.mu or
+// is the constructor.
+func (s *server) access(c config.Callers) proxy.Access {
+	a := proxy.Access{AllowCIDRs: c.AllowCIDRs}
+	for _, k := range c.Keys {
+		ck := proxy.CallerKey{Name: k.Name, Key: k.Key, Apps: k.Apps}
+		if k.PerMinute > 0 {
+			set := ratelimit.Settings{Default: ratelimit.Limit{PerMinute: k.PerMinute}}
+			lim := s.callers[k.Name]
+			if lim == nil {
+				lim = ratelimit.New(set, ratelimit.Options{Name: "caller:" + k.Name})
+				s.callers[k.Name] = lim
+			} else {
+				lim.Update(set)
+			}
+			ck.Limiter = lim
+		}
+		a.Keys = append(a.Keys, ck)
+	}
+	return a
+}
+
+// reload re-reads the configuration and applies what a reload applies
+// (quotas, breakers, callers) without dropping a request. An invalid file
+// is refused and the running configuration stays. It returns the keys of
+// changes that need a restart.
+func (s *server) reload() ([]string, error) {
+	if s.reloadFrom == nil {
+		return nil, errors.New("nothing to reload: this server was not started from a file")
+	}
+	next, err := s.reloadFrom()
+	if err != nil {
+		s.log.Error("reload refused: invalid configuration; the running one stays", "err", err)
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	restart := s.cfg.ReloadDiff(next)
+	applied := *s.cfg
+	applied.Callers = next.Callers
+	applied.Apps = slices.Clone(s.cfg.Apps)
+	for i, a := range s.apps {
+		na, ok := next.App(a.cfg.Name)
+		if !ok {
+			continue // removing an app needs a restart
+		}
+		a.limiter.Update(quotaSettings(na.Quotas))
+		a.breaker.Update(breakerSettings(na.Breaker))
+		applied.Apps[i].Quotas, applied.Apps[i].Breaker = na.Quotas, na.Breaker
+		s.metrics.SetAPIs(slices.Collect(maps.Keys(na.Quotas.APIs)))
+	}
+	s.proxy.SetAccess(s.access(next.Callers))
+	s.cfg = &applied
+	for _, k := range restart {
+		s.log.Warn("reload: change needs a restart", "key", k)
+	}
+	s.log.Info("configuration reloaded", "needs_restart", len(restart))
+	return restart, nil
 }
 
 func tokenMode(a config.App) token.Mode {
@@ -164,6 +285,13 @@ func (s *server) callerRoutes() http.Handler {
 // a bind error surfaces at once.
 type listeners struct{ caller, admin net.Listener }
 
+// config returns the running configuration.
+func (s *server) config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
 func (s *server) listen() (listeners, error) {
 	caller, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -189,10 +317,23 @@ func (s *server) run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	for _, a := range s.apps {
 		wg.Go(func() { a.cache.Run(bg) })
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-bg.Done():
+				return
+			case <-hup:
+				_, _ = s.reload() // logged by reload
+			}
+		}
+	}()
 	errc := make(chan error, 2)
 	go func() { errc <- serveHTTP(s.caller, ls.caller) }()
 	go func() { errc <- serveHTTP(s.admin, ls.admin) }()
-	s.log.Info("wxproxy listening", "listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "apps", len(s.apps))
+	s.log.Info("wxproxy listening", "listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "apps", len(s.apps), "replica", s.replica)
 	if ready != nil {
 		ready(ls.caller.Addr(), ls.admin.Addr())
 	}
@@ -201,8 +342,9 @@ func (s *server) run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
-	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	timeout := s.config().ShutdownTimeout
+	s.log.Info("shutting down", "timeout", timeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if err := s.caller.Shutdown(sctx); err != nil {
 		s.log.Warn("caller port did not drain in time", "err", err)
