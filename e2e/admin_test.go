@@ -233,3 +233,37 @@ func TestReload(t *testing.T) {
 		t.Errorf("during reloads %d of %d requests failed", dropped.Load(), sent.Load())
 	}
 }
+
+// TestReadyzReasons: with a wrong secret the app never gets a token:
+// /readyz is 503 and says why (errcode 40125), callers get 503
+// token_unavailable, and wxproxy does not hammer the token endpoint.
+func TestReadyzReasons(t *testing.T) {
+	s := startSim(t, "-app", appID+":"+secret)
+	p := startProxy(t, t.TempDir(), proxyConfig(s.url, ""), "E2E_SECRET=wrong-secret-value")
+	var body []byte
+	waitFor(t, 10*time.Second, "a failed fetch", func() bool {
+		var code int
+		code, _, body = get(t, p.admin+"/readyz")
+		return code == 503 && strings.Contains(string(body), "40125")
+	})
+	var r struct {
+		Ready   bool     `json:"ready"`
+		Reasons []string `json:"reasons"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.Ready || len(r.Reasons) != 1 || !strings.Contains(r.Reasons[0], "main") {
+		t.Errorf("/readyz = %s", body)
+	}
+	code, h, b := get(t, p.url+"/cgi-bin/x")
+	if code != 503 || h.Get("X-WXProxy-Error") != "token_unavailable" {
+		t.Errorf("caller: %d %s %s", code, h.Get("X-WXProxy-Error"), b)
+	}
+	for range 10 {
+		get(t, p.url+"/cgi-bin/x")
+	}
+	if n := s.stats(t).APICalls["/cgi-bin/stable_token"]; n != 1 {
+		t.Errorf("token endpoint called %d times with a wrong secret, want 1 (back off at the maximum)", n)
+	}
+	if !strings.Contains(p.output(), `"errcode":40125`) || strings.Contains(p.output(), "wrong-secret-value") {
+		t.Error("log should name errcode 40125 and never the secret")
+	}
+}

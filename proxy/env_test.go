@@ -43,6 +43,7 @@ type env struct {
 	proxy   *proxy.Proxy
 	limiter *ratelimit.Limiter
 	breaker *proxy.Breaker
+	metrics *proxy.Metrics // when envOptions.registry is set
 }
 
 type envOptions struct {
@@ -85,6 +86,10 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	}
 	e := &env{sim: sim, simURL: simSrv.URL, caches: map[string]*token.Cache{}, logs: &syncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var reg prometheus.Registerer
+	if o.registry != nil {
+		e.metrics, reg = proxy.NewMetrics(o.registry), o.registry
+	}
 	client := simSrv.Client()
 	specs := []struct {
 		name, kind, appid, secret string
@@ -97,8 +102,13 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	}
 	var apps []*proxy.App
 	for _, s := range specs {
+		onRefresh := func(token.Reason, error) {}
+		if e.metrics != nil {
+			name := s.name
+			onRefresh = func(r token.Reason, err error) { e.metrics.TokenRefreshed(name, r, err) }
+		}
 		c, err := token.New(token.Options{
-			App: s.name, Mode: s.mode, Logger: logger,
+			App: s.name, Mode: s.mode, Logger: logger, OnRefresh: onRefresh,
 			Fetcher: &token.HTTPFetcher{Mode: s.mode, Upstream: simSrv.URL, AppID: s.appid, Secret: s.secret, Client: client},
 		})
 		if err != nil {
@@ -118,15 +128,10 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		}
 		apps = append(apps, app)
 	}
-	var metrics *proxy.Metrics
-	var reg prometheus.Registerer
-	if o.registry != nil {
-		metrics, reg = proxy.NewMetrics(o.registry), o.registry
-	}
 	p, err := proxy.New(proxy.Options{
 		Apps: apps, DefaultApp: o.defaultApp, Logger: logger,
 		RetryBodyBytes: o.retryBodyBytes, MaxBodyBytes: o.maxBodyBytes, Transport: o.transport,
-		Access: o.access, Metrics: metrics, Registry: reg,
+		Access: o.access, Metrics: e.metrics, Registry: reg,
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -2,6 +2,9 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"regexp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -107,7 +110,21 @@ var testBreaker = proxy.BreakerSettings{
 }
 
 func TestBreaker(t *testing.T) {
-	e := newEnv(t, envOptions{breaker: &testBreaker})
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, envOptions{breaker: &testBreaker, registry: reg})
+	gauge := func() float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "wxproxy_breaker_state" {
+				for _, m := range mf.GetMetric() {
+					if m.GetLabel()[0].GetValue() == "main" {
+						return m.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+		return -1
+	}
 	// Business errcodes are WeChat answering: they never trip the breaker.
 	e.simPost(t, "/sim/faults", `{"path":"/cgi-bin/x","errcode":40003,"count":10}`)
 	for range 10 {
@@ -128,6 +145,9 @@ func TestBreaker(t *testing.T) {
 	if st := e.breaker.State().State; st != "open" {
 		t.Fatalf("after 3 failures breaker is %s (%+v), want open", st, e.breaker.State().Counts)
 	}
+	if g := gauge(); g != 2 {
+		t.Errorf("wxproxy_breaker_state = %v while open, want 2", g)
+	}
 	before := e.sim.Stats().APICalls["/cgi-bin/x"]
 	a := e.get(t, "/cgi-bin/x")
 	checkError(t, a, 503, -1, "circuit_open")
@@ -146,6 +166,9 @@ func TestBreaker(t *testing.T) {
 	}
 	if st := e.breaker.State().State; st != "closed" {
 		t.Errorf("after a good probe breaker is %s, want closed", st)
+	}
+	if g := gauge(); g != 0 {
+		t.Errorf("wxproxy_breaker_state = %v after recovery, want 0", g)
 	}
 }
 
@@ -376,3 +399,46 @@ func TestNoLeakOnErrorPaths(t *testing.T) {
 		t.Error("expected redacted fetch errors in the log")
 	}
 }
+
+// TestDashboardMetricsExist: every metric the shipped Grafana dashboard
+// queries is one wxproxy exports.
+func TestDashboardMetricsExist(t *testing.T) {
+	b, err := os.ReadFile("../configs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash map[string]any
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard is not valid JSON: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, envOptions{registry: reg, breaker: &testBreaker, quotas: &ratelimit.Settings{APIs: map[string]ratelimit.Limit{"/cgi-bin/x": {PerDay: 1}}}})
+	e.get(t, "/cgi-bin/x")
+	e.get(t, "/cgi-bin/x")
+	e.simPost(t, "/sim/faults", `{"path":"/cgi-bin/y","errcode":40003,"count":1}`)
+	e.get(t, "/cgi-bin/y")
+	e.sim.Invalidate(mainAppID)
+	e.get(t, "/cgi-bin/y")
+	e.metrics.StoreError("token_save") // the memory store never fails
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+		if mf.GetType().String() == "HISTOGRAM" {
+			have[mf.GetName()+"_bucket"] = true
+		}
+	}
+	used := regexp.MustCompile(`wxproxy_[a-z_]+`).FindAllString(string(b), -1)
+	if len(used) < 10 {
+		t.Fatalf("dashboard references only %d metrics", len(used))
+	}
+	for _, name := range used {
+		if !have[name] {
+			t.Errorf("dashboard queries %s, which wxproxy does not export", name)
+		}
+	}
+}
+
