@@ -3,12 +3,12 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"regexp"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -441,4 +441,3 @@ func TestDashboardMetricsExist(t *testing.T) {
 		}
 	}
 }
-
