@@ -22,6 +22,18 @@ type Fetcher interface {
 	Fetch(ctx context.Context, force bool) (Token, error)
 }
 
+// Locker is implemented by stores shared between processes: only the
+// holder of a key's lock may fetch, so N replicas seeing the same dead token
+// cause one fetch in all. unlock releases the lock if it is still ours.
+type Locker interface {
+	TryLock(ctx context.Context, key string, ttl time.Duration) (unlock func(), ok bool, err error)
+}
+
+// Watcher is implemented by stores that announce tokens saved by others.
+type Watcher interface {
+	Watch(ctx context.Context) <-chan string
+}
+
 // Sentinel errors callers branch on.
 var (
 	// ErrUnavailable means there is no usable token: fetching failed and the
@@ -33,6 +45,13 @@ var (
 	// ErrFetchBudget means Options.Budget refused a fetch.
 	ErrFetchBudget = errors.New("token: daily fetch budget exhausted")
 )
+
+// storeTimeout bounds one store round trip on the refresh path, so an
+// unreachable shared store is noticed quickly.
+const storeTimeout = 500 * time.Millisecond
+
+// errStoreDown marks a refresh made while the shared store is unreachable.
+var errStoreDown = errors.New("token: shared store unreachable")
 
 // stableRotation is how long before expiry WeChat's stable_token normal
 // mode starts handing out the next token.
@@ -50,6 +69,8 @@ type Options struct {
 	FetchTimeout  time.Duration // one fetch, including the store round trips; default 10s
 	MinBackoff    time.Duration // first retry after a failed fetch; default 1s
 	MaxBackoff    time.Duration // cap, and the wait after a configuration errcode; default 5m
+	LockTTL       time.Duration // shared stores: how long a refresh lock lives; default FetchTimeout + 5s
+	SyncEvery     time.Duration // shared stores: backstop re-read of the store; default 1s
 
 	ForcedPerDay  int            // stable forced refreshes a day; default 20
 	ForcedSpacing time.Duration  // minimum gap between forced refreshes; default 30s
@@ -93,6 +114,7 @@ type Cache struct {
 	forcedDay   string
 	forcedCount int
 	lastForced  time.Time
+	storeDown   bool // the last store operation failed
 }
 
 // New returns a Cache for one app. It does no I/O; call Run to load the
@@ -117,6 +139,8 @@ func New(opts Options) (*Cache, error) {
 	setDefault(&opts.MinBackoff, time.Second)
 	setDefault(&opts.MaxBackoff, 5*time.Minute)
 	setDefault(&opts.ForcedSpacing, 30*time.Second)
+	setDefault(&opts.LockTTL, opts.FetchTimeout+5*time.Second)
+	setDefault(&opts.SyncEvery, time.Second)
 	if opts.ForcedPerDay == 0 {
 		opts.ForcedPerDay = 20
 	}
@@ -229,7 +253,7 @@ func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Toke
 		return cur, nil
 	}
 	// A newer token may be in the store (another replica refreshed).
-	if reason != ReasonManual {
+	if reason != ReasonManual && !c.isStoreDown() {
 		if st, ok := c.loadStore(ctx); ok && st.Valid(now) && st.Value != bad && (cur == nil || st.ExpiresAt.After(cur.ExpiresAt)) {
 			c.install(&st)
 			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value), "reason", reason)
@@ -243,9 +267,41 @@ func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Toke
 		return nil, fmt.Errorf("%w until %s: %w", ErrUnavailable, retryAt.Format(time.RFC3339), lastErr)
 	}
 
+	alone := false // the shared store is down: act without the fleet
+	if locker, ok := c.opts.Store.(Locker); ok {
+		var adopted *Token
+		var unlock func()
+		var err error
+		if c.isStoreDown() {
+			err = errStoreDown // known down: do not wait on it; the backstop re-probes
+		} else {
+			adopted, unlock, err = c.acquire(ctx, locker, bad)
+		}
+		switch {
+		case adopted != nil:
+			return adopted, nil
+		case err == nil:
+			defer unlock()
+		case ctx.Err() != nil:
+			return nil, err
+		default:
+			if err != errStoreDown {
+				c.storeError("lock", err)
+			}
+			// Stable normal mode cannot invalidate anyone: fetch alone.
+			// Classic and WeCom fetches would: only for a token that has
+			// really expired.
+			if c.opts.Mode != Stable && cur.Valid(now) {
+				c.deferRecheck(now)
+				return cur, nil
+			}
+			alone = true
+		}
+	}
+
 	force := false
 	if reason == ReasonManual && c.opts.Mode == Stable {
-		if !c.takeForce(now) {
+		if alone || !c.takeForce(now) {
 			return nil, ErrForceBudget
 		}
 		force = true
@@ -257,7 +313,7 @@ func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Toke
 	if c.opts.Mode == Stable && !force && bad != "" && t.Value == bad && reason == ReasonInvalid {
 		// Normal mode handed back the token WeChat just rejected: only a
 		// forced refresh replaces it.
-		if !c.takeForce(now) {
+		if alone || !c.takeForce(now) {
 			c.opts.Logger.Warn("token rejected but forced refresh budget exhausted", "fingerprint", Fingerprint(bad))
 			return &t, nil
 		}
@@ -269,10 +325,71 @@ func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Toke
 	c.install(&t)
 	if err := c.opts.Store.Save(ctx, c.opts.Key, t); err != nil {
 		c.storeError("save", err)
+	} else {
+		c.storeOK()
 	}
 	c.opts.Logger.Info("token refreshed", "reason", reason, "forced", force,
 		"fingerprint", Fingerprint(t.Value), "expires_in", int(t.ExpiresAt.Sub(now).Seconds()))
 	return &t, nil
+}
+
+// acquire takes the refresh lock of a shared store. While another replica
+// holds it, acquire waits for that replica's token and returns it (adopted).
+// The holder re-reads the store before fetching: a token newer than the
+// one to replace is adopted instead.
+func (c *Cache) acquire(ctx context.Context, locker Locker, bad string) (adopted *Token, unlock func(), err error) {
+	const poll = 25 * time.Millisecond
+	for {
+		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		unlock, ok, err := locker.TryLock(lctx, c.opts.Key, c.opts.LockTTL)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("%w: %w", errStoreDown, err)
+			}
+			return nil, nil, err
+		}
+		if st := c.newerInStore(ctx, bad); st != nil {
+			if ok {
+				unlock()
+			}
+			c.install(st)
+			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
+			return st, nil, nil
+		}
+		if ok {
+			return nil, unlock, nil
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// newerInStore returns the stored token if it is valid, is not bad, and
+// is newer than the current one.
+func (c *Cache) newerInStore(ctx context.Context, bad string) *Token {
+	st, ok := c.loadStore(ctx)
+	if !ok || !st.Valid(c.opts.Now()) || st.Value == bad {
+		return nil
+	}
+	if cur := c.cur.Load(); cur != nil && (st.Value == cur.Value || !st.ExpiresAt.After(cur.ExpiresAt)) {
+		return nil
+	}
+	return &st
+}
+
+// deferRecheck schedules the background loop to look again soon, without
+// counting a failure: used while the shared store is down.
+func (c *Cache) deferRecheck(now time.Time) {
+	c.mu.Lock()
+	c.due = now.Add(c.opts.SyncEvery)
+	c.mu.Unlock()
+	c.poke()
 }
 
 // fetch asks WeChat and records the outcome for backoff and metrics.
@@ -373,20 +490,59 @@ func (c *Cache) takeForce(now time.Time) bool {
 }
 
 func (c *Cache) loadStore(ctx context.Context) (Token, bool) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	t, err := c.opts.Store.Load(ctx, c.opts.Key)
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {
 			c.storeError("load", err)
+		} else {
+			c.storeOK()
 		}
 		return Token{}, false
 	}
+	c.storeOK()
 	return t, true
 }
 
+// storeError counts every failure and logs the first of a run, so an
+// outage does not flood the log.
 func (c *Cache) storeError(op string, err error) {
-	c.opts.Logger.Warn("token store failed", "op", op, "err", err)
+	c.mu.Lock()
+	first := !c.storeDown
+	c.storeDown = true
+	c.mu.Unlock()
+	if first {
+		c.opts.Logger.Warn("token store failed; serving the cached token", "op", op, "err", err)
+	}
 	if c.opts.OnStoreError != nil {
 		c.opts.OnStoreError(op, err)
+	}
+}
+
+func (c *Cache) isStoreDown() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.storeDown
+}
+
+func (c *Cache) storeOK() {
+	c.mu.Lock()
+	was := c.storeDown
+	c.storeDown = false
+	c.mu.Unlock()
+	if was {
+		c.opts.Logger.Info("token store reachable again")
+	}
+}
+
+// sync adopts a newer token that another replica saved.
+func (c *Cache) sync(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
+	defer cancel()
+	if st := c.newerInStore(sctx, ""); st != nil {
+		c.install(st)
+		c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
 	}
 }
 
@@ -409,12 +565,34 @@ func (c *Cache) Run(ctx context.Context) {
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// With a shared store, tokens saved by other replicas arrive by
+	// announcement, with a periodic re-read as a backstop.
+	var updates <-chan string
+	var backstop <-chan time.Time
+	if w, ok := c.opts.Store.(Watcher); ok {
+		updates = w.Watch(ctx)
+	}
+	if _, ok := c.opts.Store.(Locker); ok {
+		t := time.NewTicker(c.opts.SyncEvery)
+		defer t.Stop()
+		backstop = t.C
+	}
 	for {
 		timer.Reset(c.wait())
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.wake:
+			continue
+		case key, ok := <-updates:
+			if !ok {
+				updates = nil
+			} else if key == c.opts.Key {
+				c.sync(ctx)
+			}
+			continue
+		case <-backstop:
+			c.sync(ctx)
 			continue
 		case <-timer.C:
 		}

@@ -1,0 +1,121 @@
+// Package redistest starts a real redis-server for tests: on a free
+// loopback port, with no persistence, stopped at cleanup. With REDIS_URL
+// set it uses that server instead. When redis-server is missing the test is
+// skipped, unless WXPROXY_REQUIRE_REDIS=1 (CI), where it fails.
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server for one test.
+type Server struct {
+	URL  string // redis://127.0.0.1:PORT/0
+	Addr string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	port int
+	dir  string
+	own  bool // started here (Stop and Start work)
+}
+
+// Start returns a running server. Each call gets its own server (or, with
+// REDIS_URL, the shared one: use distinct key prefixes).
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		opt, err := redis.ParseURL(u)
+		if err != nil {
+			tb.Fatalf("REDIS_URL: %v", err)
+		}
+		return &Server{URL: u, Addr: opt.Addr}
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("WXPROXY_REQUIRE_REDIS") == "1" {
+			tb.Fatal("redis-server not found and WXPROXY_REQUIRE_REDIS=1")
+		}
+		tb.Skip("redis-server not found; install it (apt-get install redis-server) or set REDIS_URL")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &Server{port: port, dir: tb.TempDir(), own: true}
+	s.Addr = "127.0.0.1:" + strconv.Itoa(port)
+	s.URL = "redis://" + s.Addr + "/0"
+	if err := s.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// Start (re)starts a server that Stop stopped, on the same port.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.own || s.cmd != nil {
+		return nil
+	}
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning")
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: start redis-server: %w", err)
+	}
+	s.cmd = cmd
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: redis-server on %s did not answer: %w", s.Addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the server (a simulated outage); Start brings it back empty.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Client returns a client for the server, closed at cleanup. Like
+// wxproxy's own, it fails fast when the server is gone.
+func (s *Server) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	opt, err := redis.ParseURL(s.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opt.MaxRetries, opt.DialerRetries = 1, 1
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+	c := redis.NewClient(opt)
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
