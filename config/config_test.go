@@ -229,6 +229,7 @@ func exampleEnv() map[string]string {
 		"ALERTING_KEY":          "alerting-key-5e6f",
 		"WECOM_CONTACTS_SECRET": "contacts-secret-aa11",
 		"WECOM_NOTIFY_SECRET":   "notify-secret-bb22",
+		"REDIS_URL":             "redis://:redis-pw-4c2d@redis:6379/0",
 	}
 }
 

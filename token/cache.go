@@ -228,7 +228,13 @@ func (c *Cache) Status() Status {
 // context no caller can cancel, bounded by FetchTimeout; each caller waits
 // on its own ctx.
 func (c *Cache) refresh(ctx context.Context, bad string, reason Reason) (*Token, error) {
-	ch := c.sf.DoChan("refresh", func() (any, error) {
+	// A manual refresh has its own flight: joining another one would hand
+	// the operator a token that was never refreshed.
+	key := "refresh"
+	if reason == ReasonManual {
+		key = "manual"
+	}
+	ch := c.sf.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
 		defer cancel()
 		return c.doRefresh(fctx, bad, reason)
@@ -349,12 +355,21 @@ func (c *Cache) acquire(ctx context.Context, locker Locker, bad string) (adopted
 			}
 			return nil, nil, err
 		}
-		if st := c.newerInStore(ctx, bad); st != nil {
+		// Read the store first, then look at the current token: an
+		// announcement installs a token only after it is stored, so
+		// between the two nothing can be missed.
+		st := c.newerInStore(ctx, bad)
+		if cur := c.cur.Load(); cur.Valid(c.opts.Now()) && cur.Value != bad {
+			st = cur // already replaced, by us or by an announcement
+		}
+		if st != nil {
 			if ok {
 				unlock()
 			}
-			c.install(st)
-			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
+			if st != c.cur.Load() {
+				c.install(st)
+				c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
+			}
 			return st, nil, nil
 		}
 		if ok {
@@ -536,13 +551,32 @@ func (c *Cache) storeOK() {
 	}
 }
 
-// sync adopts a newer token that another replica saved.
+// sync adopts a newer token that another replica saved. A store that
+// lost its data (Redis restarted empty) gets the current token back, so
+// replicas that start later reuse it instead of fetching.
 func (c *Cache) sync(ctx context.Context) {
-	sctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	if st := c.newerInStore(sctx, ""); st != nil {
-		c.install(st)
-		c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
+	st, err := c.opts.Store.Load(sctx, c.opts.Key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		c.storeOK()
+		if cur := c.cur.Load(); cur.Valid(c.opts.Now()) {
+			if err := c.opts.Store.Save(sctx, c.opts.Key, *cur); err != nil {
+				c.storeError("save", err)
+			} else {
+				c.opts.Logger.Info("token restored to the store", "fingerprint", Fingerprint(cur.Value))
+			}
+		}
+	case err != nil:
+		c.storeError("load", err)
+	default:
+		c.storeOK()
+		cur := c.cur.Load()
+		if st.Valid(c.opts.Now()) && (cur == nil || (st.Value != cur.Value && st.ExpiresAt.After(cur.ExpiresAt))) {
+			c.install(&st)
+			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
+		}
 	}
 }
 

@@ -138,7 +138,24 @@ type breakerInfo struct {
 	} `json:"counts"`
 }
 
-func (s *server) adminBreakers(w http.ResponseWriter, _ *http.Request) {
+// adminBreakers lists every replica's breakers with Redis, else this one's.
+func (s *server) adminBreakers(w http.ResponseWriter, r *http.Request) {
+	local := s.localBreakers()
+	if s.fleet == nil {
+		writeJSON(w, http.StatusOK, local)
+		return
+	}
+	s.fleet.publish(r.Context(), local) // our own entry is always fresh
+	all, err := s.fleet.breakers(r.Context())
+	if err != nil {
+		s.log.Warn("fleet breaker view unavailable; showing this replica only", "err", err)
+		writeJSON(w, http.StatusOK, local)
+		return
+	}
+	writeJSON(w, http.StatusOK, all)
+}
+
+func (s *server) localBreakers() []breakerInfo {
 	out := make([]breakerInfo, 0, len(s.apps))
 	for _, a := range s.apps {
 		st := a.breaker.State()
@@ -147,7 +164,7 @@ func (s *server) adminBreakers(w http.ResponseWriter, _ *http.Request) {
 		bi.Counts.TotalFailures, bi.Counts.ConsecutiveFailures = st.Counts.TotalFailures, st.Counts.ConsecutiveFailures
 		out = append(out, bi)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 func (s *server) adminQuotas(w http.ResponseWriter, r *http.Request) {

@@ -16,12 +16,14 @@ import (
 	"os/signal"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/wxproxy/wxproxy/config"
@@ -80,6 +82,9 @@ type server struct {
 	reg     *prometheus.Registry
 	metrics *proxy.Metrics
 
+	rdb   redis.UniversalClient // store.kind redis; nil otherwise
+	fleet *fleet                // breaker fleet view; nil without Redis
+
 	// reloadFrom reads the configuration again; nil when there is no file
 	// (demo).
 	reloadFrom func() (*config.Config, error)
@@ -103,9 +108,29 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 	s.replica = fmt.Sprintf("%s/%d", s.replica, os.Getpid())
 	s.metrics = proxy.NewMetrics(s.reg)
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	store, err := newStore(cfg.Store)
-	if err != nil {
-		return nil, err
+	var store token.Store = new(token.MemoryStore)
+	var quotaStore ratelimit.Store = ratelimit.NewLocalStore()
+	switch cfg.Store.Kind {
+	case config.StoreFile:
+		store = token.NewFileStore(cfg.Store.Path)
+	case config.StoreRedis:
+		rdb, err := newRedisClient(cfg.Store.Redis)
+		if err != nil {
+			return nil, err
+		}
+		s.rdb = rdb
+		// go-redis has one process-wide logger; route it into ours.
+		redis.SetLogger(redisLog{log})
+		prefix := cfg.Store.Redis.KeyPrefix
+		store = token.NewRedisStore(rdb, prefix)
+		var quotaDown atomic.Bool
+		quotaStore = ratelimit.NewRedisStore(rdb, prefix, cfg.Store.Redis.ReplicasHint, func(err error) {
+			s.metrics.StoreError("quota")
+			if !quotaDown.Swap(true) {
+				log.Warn("quota store failed; limits fall back to limit / replicas_hint on this replica", "err", err)
+			}
+		})
+		s.fleet = &fleet{rdb: rdb, prefix: prefix, replica: s.replica, log: log, poke: make(chan struct{}, 1)}
 	}
 	fetchClient := &http.Client{Transport: proxy.NewTransport(cfg.UpstreamTimeout), Timeout: cfg.UpstreamTimeout}
 	var papps []*proxy.App
@@ -115,7 +140,7 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 			return nil, fmt.Errorf("apps.%s.upstream: %w", a.Name, err)
 		}
 		mode := tokenMode(a)
-		limiter := ratelimit.New(quotaSettings(a.Quotas), ratelimit.Options{Name: a.Name})
+		limiter := ratelimit.New(quotaSettings(a.Quotas), ratelimit.Options{Name: a.Name, Store: quotaStore})
 		cache, err := token.New(token.Options{
 			App:           a.Name,
 			Mode:          mode,
@@ -129,18 +154,27 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 			Budget:        limiter.AllowTokenFetch,
 			OnRefresh:     func(r token.Reason, err error) { s.metrics.TokenRefreshed(a.Name, r, err) },
 			OnStoreError:  func(op string, _ error) { s.metrics.StoreError("token_" + op) },
+			// A shared store's refresh lock must outlive one fetch.
+			LockTTL: cfg.UpstreamTimeout + 5*time.Second,
 		})
 		if err != nil {
 			return nil, err
 		}
 		breaker := proxy.NewBreaker(a.Name, breakerSettings(a.Breaker), func(app string, to gobreaker.State) {
 			log.Warn("circuit breaker changed state", "app", app, "state", to.String())
+			if s.fleet != nil {
+				select {
+				case s.fleet.poke <- struct{}{}:
+				default:
+				}
+			}
 		})
 		s.apps = append(s.apps, &appState{cfg: a, cache: cache, limiter: limiter, breaker: breaker})
 		papps = append(papps, &proxy.App{Name: a.Name, Kind: a.Kind, AppID: a.AppID, Secret: a.Secret, Upstream: up,
 			Tokens: cache, Quotas: limiter, Breaker: breaker})
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(a.Quotas.APIs)))
 	}
+	var err error
 	s.proxy, err = proxy.New(proxy.Options{
 		Apps:           papps,
 		DefaultApp:     cfg.DefaultApp,
@@ -186,6 +220,10 @@ func breakerSettings(b config.Breaker) proxy.BreakerSettings {
 // name so a reload does not reset their counts. The caller holds s.mu or
 // is the constructor.
 func (s *server) access(c config.Callers) proxy.Access {
+	quotaStore := ratelimit.Store(nil)
+	if s.rdb != nil {
+		quotaStore = ratelimit.NewRedisStore(s.rdb, s.config0().Store.Redis.KeyPrefix, s.config0().Store.Redis.ReplicasHint, func(error) { s.metrics.StoreError("quota") })
+	}
 	a := proxy.Access{AllowCIDRs: c.AllowCIDRs}
 	for _, k := range c.Keys {
 		ck := proxy.CallerKey{Name: k.Name, Key: k.Key, Apps: k.Apps}
@@ -193,7 +231,7 @@ func (s *server) access(c config.Callers) proxy.Access {
 			set := ratelimit.Settings{Default: ratelimit.Limit{PerMinute: k.PerMinute}}
 			lim := s.callers[k.Name]
 			if lim == nil {
-				lim = ratelimit.New(set, ratelimit.Options{Name: "caller:" + k.Name})
+				lim = ratelimit.New(set, ratelimit.Options{Name: "caller:" + k.Name, Store: quotaStore})
 				s.callers[k.Name] = lim
 			} else {
 				lim.Update(set)
@@ -265,16 +303,6 @@ func storeKey(mode token.Mode, a config.App) string {
 	return key
 }
 
-func newStore(c config.Store) (token.Store, error) {
-	switch c.Kind {
-	case config.StoreFile:
-		return token.NewFileStore(c.Path), nil
-	case config.StoreRedis:
-		return nil, errors.New("store.kind redis: not available in this build yet")
-	}
-	return new(token.MemoryStore), nil
-}
-
 func (s *server) callerRoutes() http.Handler {
 	r := chi.NewRouter()
 	r.Handle("/*", s.proxy)
@@ -284,6 +312,10 @@ func (s *server) callerRoutes() http.Handler {
 // listeners are the bound caller and admin sockets, made before serving so
 // a bind error surfaces at once.
 type listeners struct{ caller, admin net.Listener }
+
+// config0 is the configuration during construction and reload, when s.mu
+// is held or not yet needed.
+func (s *server) config0() *config.Config { return s.cfg }
 
 // config returns the running configuration.
 func (s *server) config() *config.Config {
@@ -316,6 +348,9 @@ func (s *server) run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	var wg sync.WaitGroup
 	for _, a := range s.apps {
 		wg.Go(func() { a.cache.Run(bg) })
+	}
+	if s.fleet != nil {
+		wg.Go(func() { s.fleet.run(bg, s.localBreakers) })
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -355,6 +390,9 @@ func (s *server) run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	}
 	stopBG()
 	wg.Wait()
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
 	s.log.Info("stopped")
 	return runErr
 }
