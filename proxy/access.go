@@ -60,7 +60,7 @@ func (a *access) admit(r *http.Request) (*CallerKey, error) {
 	if a.keys == nil {
 		return nil, nil
 	}
-	k := r.Header.Get("X-WXProxy-Key")
+	k := r.Header.Get(headerKey)
 	if k == "" {
 		return nil, &Error{Kind: KindForbidden, Msg: "send your caller key in the X-WXProxy-Key header"}
 	}

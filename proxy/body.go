@@ -44,8 +44,6 @@ func (p *Proxy) prepareBody(w http.ResponseWriter, r *http.Request, c *call) err
 	return nil
 }
 
-func newBodyReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
 type readCloser struct {
 	io.Reader
 	io.Closer

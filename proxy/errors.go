@@ -96,7 +96,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", jsonContentType)
-	h.Set("X-WXProxy-Error", a.header)
+	h.Set(headerError, a.header)
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}

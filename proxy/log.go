@@ -10,6 +10,19 @@ import (
 	"github.com/wxproxy/wxproxy/token"
 )
 
+// fpCache remembers the fingerprint of the token last logged for an app,
+// so the access log does not hash the same token on every request.
+type fpCache struct{ value, fp string }
+
+func (a *App) fingerprint(tok string) string {
+	if c := a.fp.Load(); c != nil && c.value == tok {
+		return c.fp
+	}
+	c := &fpCache{value: tok, fp: token.Fingerprint(tok)}
+	a.fp.Store(c)
+	return c.fp
+}
+
 // recorder remembers the status sent to the caller.
 type recorder struct {
 	http.ResponseWriter
@@ -65,7 +78,7 @@ func (p *Proxy) logAccess(r *http.Request, c *call, status int, d time.Duration)
 		attrs = append(attrs, slog.Int("errcode", c.errcode))
 	}
 	if c.token != "" {
-		attrs = append(attrs, slog.String("token", token.Fingerprint(c.token)))
+		attrs = append(attrs, slog.String("token", c.app.fingerprint(c.token)))
 	}
 	if c.err != nil {
 		attrs = append(attrs, slog.String("error", string(c.err.Kind)))

@@ -10,6 +10,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,7 +23,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sync"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,16 @@ import (
 )
 
 const jsonContentType = "application/json; encoding=utf-8"
+
+// Header names in canonical form, so lookups do not allocate to
+// canonicalise them.
+const (
+	headerApp     = "X-Wxproxy-App"
+	headerKey     = "X-Wxproxy-Key"
+	headerRetried = "X-Wxproxy-Retried"
+	headerError   = "X-Wxproxy-Error"
+	headerReqID   = "X-Request-Id"
+)
 
 // TokenSource is what the proxy needs of an app's token holder; *token.Cache
 // implements it.
@@ -64,6 +75,8 @@ type App struct {
 	Tokens   TokenSource
 	Quotas   Quotas   // nil = no local limits
 	Breaker  *Breaker // nil = no breaker
+
+	fp atomic.Pointer[fpCache] // last logged token fingerprint
 }
 
 // App kinds.
@@ -205,6 +218,10 @@ type call struct {
 	errcode int
 	hasCode bool
 	local   bool   // answered by wxproxy itself (token endpoints)
+
+	// Allocated with the call rather than on their own.
+	rec      recorder
+	reqIDHdr [1]string
 	err     *Error // the wxproxy error answered, if any
 }
 
@@ -227,11 +244,12 @@ const (
 // ServeHTTP serves one caller request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := p.now()
-	c := &call{reqID: r.Header.Get("X-Request-Id")}
+	c := &call{reqID: r.Header.Get(headerReqID)}
 	if c.reqID == "" {
 		c.reqID = p.ids.next()
 	}
-	rec := &recorder{ResponseWriter: w}
+	c.rec.ResponseWriter = w
+	rec := &c.rec
 	if err := p.serve(rec, r, c); err != nil {
 		p.fail(rec, r, c, err)
 	}
@@ -387,12 +405,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			delete(out.Header, k)
 		}
 	}
-	out.Header.Set("X-Request-Id", c.reqID)
+	c.reqIDHdr[0] = c.reqID
+	out.Header[headerReqID] = c.reqIDHdr[:]
 	if c.replay {
-		out.Body = io.NopCloser(newBodyReader(c.body))
-		out.ContentLength = int64(len(c.body))
-		if len(c.body) == 0 {
-			out.Body = nil
+		out.Body, out.ContentLength = nil, int64(len(c.body))
+		if len(c.body) > 0 {
+			out.Body = io.NopCloser(bytes.NewReader(c.body))
 		}
 	}
 }
@@ -459,15 +477,31 @@ func (g *idGen) init() {
 }
 
 func (g *idGen) next() string {
-	return g.prefix + fmt.Sprintf("%08x", g.n.Add(1))
+	var b [32]byte
+	out := append(b[:0], g.prefix...)
+	n := strconv.AppendUint(b[len(out):len(out)], g.n.Add(1), 16)
+	return string(b[:len(out)+len(n)])
 }
 
-// bufferPool lends ReverseProxy its copy buffers.
-type bufferPool struct{ p sync.Pool }
+// bufferPool lends ReverseProxy its 32 KiB copy buffers. It is a bounded
+// free list rather than a sync.Pool because httputil.BufferPool passes
+// slices by value, and boxing one for sync.Pool allocates on every Put.
+type bufferPool struct{ free chan []byte }
 
-func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+func newBufferPool() *bufferPool { return &bufferPool{free: make(chan []byte, 256)} }
+
+func (b *bufferPool) Get() []byte {
+	select {
+	case buf := <-b.free:
+		return buf
+	default:
+		return make([]byte, 32<<10)
+	}
 }
 
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
+func (b *bufferPool) Put(buf []byte) {
+	select {
+	case b.free <- buf:
+	default: // enough buffers idle; let this one go
+	}
+}

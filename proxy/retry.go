@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"mime"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/wxproxy/wxproxy/wechat"
@@ -57,7 +58,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp, err = t.attempt(r2, c); err != nil {
 		return nil, err
 	}
-	resp.Header.Set("X-WXProxy-Retried", "1")
+	resp.Header[headerRetried] = []string{"1"}
 	return resp, nil
 }
 
@@ -110,36 +111,63 @@ func (t *retryTransport) attempt(req *http.Request, c *call) (*http.Response, er
 
 // scan reads the start of a JSON (or text) answer, records its errcode,
 // and puts the bytes back in front of the rest of the body, which streams.
+// The peek buffer is pooled and returned when the body is closed.
 func (c *call) scan(resp *http.Response) error {
 	if !scannable(resp.Header.Get("Content-Type")) {
 		return nil
 	}
-	buf := make([]byte, peekSize)
-	n, err := io.ReadFull(resp.Body, buf)
-	buf = buf[:n]
+	pb := peekPool.Get().(*peekBody)
+	n, err := io.ReadFull(resp.Body, pb.buf[:])
 	switch err {
-	case io.EOF, io.ErrUnexpectedEOF: // the whole answer is in buf
+	case io.EOF, io.ErrUnexpectedEOF: // the whole answer is in the buffer
 		resp.Body.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(buf))
+		pb.rest = nil
 	case nil:
-		resp.Body = readCloser{io.MultiReader(bytes.NewReader(buf), resp.Body), resp.Body}
+		pb.rest = resp.Body
 	default:
 		resp.Body.Close()
+		peekPool.Put(pb)
 		return wechat.RedactError(err)
 	}
-	c.errcode, c.hasCode = wechat.ScanErrcode(buf)
+	pb.r.Reset(pb.buf[:n])
+	resp.Body = pb
+	c.errcode, c.hasCode = wechat.ScanErrcode(pb.buf[:n])
 	return nil
+}
+
+// peekBody is an answer body whose first bytes were read for the errcode.
+type peekBody struct {
+	buf  [peekSize]byte
+	r    bytes.Reader
+	rest io.ReadCloser // nil when buf holds the whole answer
+}
+
+var peekPool = sync.Pool{New: func() any { return new(peekBody) }}
+
+func (b *peekBody) Read(p []byte) (int, error) {
+	if b.r.Len() > 0 || b.rest == nil {
+		return b.r.Read(p)
+	}
+	return b.rest.Read(p)
+}
+
+// Close closes the rest of the answer and returns the buffer to the pool.
+// The body must not be used afterwards.
+func (b *peekBody) Close() error {
+	var err error
+	if b.rest != nil {
+		err = b.rest.Close()
+		b.rest = nil
+	}
+	b.r.Reset(nil)
+	peekPool.Put(b)
+	return err
 }
 
 // scannable reports whether an answer of this Content-Type may carry an
 // errcode: JSON, historically text/plain, or none given. Media is not read.
 func scannable(contentType string) bool {
-	if contentType == "" {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return false
-	}
-	return mt == "application/json" || mt == "text/plain" || mt == "text/json"
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.TrimSpace(mt)
+	return mt == "" || strings.EqualFold(mt, "application/json") || strings.EqualFold(mt, "text/plain") || strings.EqualFold(mt, "text/json")
 }

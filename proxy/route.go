@@ -23,7 +23,7 @@ func (p *Proxy) route(r *http.Request, c *call) (*App, error) {
 			return app, nil
 		}
 	}
-	if name := r.Header.Get("X-WXProxy-App"); name != "" {
+	if name := r.Header.Get(headerApp); name != "" {
 		app := p.apps[name]
 		if app == nil {
 			return nil, &Error{Kind: KindUnknownApp, Msg: "X-WXProxy-App names no configured app"}
