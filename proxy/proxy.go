@@ -217,12 +217,12 @@ type call struct {
 	retried bool
 	errcode int
 	hasCode bool
-	local   bool   // answered by wxproxy itself (token endpoints)
+	local   bool // answered by wxproxy itself (token endpoints)
 
 	// Allocated with the call rather than on their own.
 	rec      recorder
 	reqIDHdr [1]string
-	err     *Error // the wxproxy error answered, if any
+	err      *Error // the wxproxy error answered, if any
 }
 
 type callKey struct{}
