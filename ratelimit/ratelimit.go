@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -89,6 +90,20 @@ type Limiter struct {
 	store Store
 	now   func() time.Time
 	s     atomic.Pointer[Settings]
+
+	keys  sync.Map     // api → *apiKeys, so the hot path builds no strings
+	nkeys atomic.Int64 // entries in keys, bounded by maxKeys
+	day   atomic.Pointer[dayCache]
+}
+
+// apiKeys are the store keys of one API.
+type apiKeys struct{ upstream, api string }
+
+// dayCache is the quota day of one clock minute in one zone.
+type dayCache struct {
+	minute int64
+	loc    *time.Location
+	day    string
 }
 
 // Options configures a Limiter.
@@ -129,8 +144,9 @@ func (l *Limiter) Settings() Settings { return *l.s.Load() }
 func (l *Limiter) Allow(ctx context.Context, api string) error {
 	s := l.s.Load()
 	now := l.now()
+	keys := l.apiKeys(api)
 	if s.RespectUpstream {
-		until, daily, err := l.store.Remembered(ctx, l.key("upstream", api), now)
+		until, daily, err := l.store.Remembered(ctx, keys.upstream, now)
 		if err != nil {
 			return err
 		}
@@ -149,7 +165,31 @@ func (l *Limiter) Allow(ctx context.Context, api string) error {
 	if s.Wait {
 		maxWait = s.MaxWait
 	}
-	return l.take(ctx, l.key("api", api), lim, s, now, maxWait, ScopeAPI)
+	return l.take(ctx, keys.api, lim, s, now, maxWait, ScopeAPI)
+}
+
+func (l *Limiter) apiKeys(api string) *apiKeys {
+	if k, ok := l.keys.Load(api); ok {
+		return k.(*apiKeys)
+	}
+	k := &apiKeys{upstream: l.key("upstream", api), api: l.key("api", api)}
+	if l.nkeys.Load() < maxKeys {
+		if _, loaded := l.keys.LoadOrStore(api, k); !loaded {
+			l.nkeys.Add(1)
+		}
+	}
+	return k
+}
+
+// dayOf returns the quota day of now, computed once a minute.
+func (l *Limiter) dayOf(now time.Time, loc *time.Location) string {
+	m := now.Unix() / 60
+	if d := l.day.Load(); d != nil && d.minute == m && d.loc == loc {
+		return d.day
+	}
+	d := &dayCache{minute: m, loc: loc, day: now.In(loc).Format(time.DateOnly)}
+	l.day.Store(d)
+	return d.day
 }
 
 // AllowTokenFetch admits one token fetch under TokenFetchPerDay.
@@ -175,15 +215,14 @@ func (l *Limiter) Observe(ctx context.Context, api string, errcode int) error {
 	if daily {
 		until = nextMidnight(now, s.Location)
 	}
-	return l.store.Remember(ctx, l.key("upstream", api), until, daily)
+	return l.store.Remember(ctx, l.apiKeys(api).upstream, until, daily)
 }
 
 func (l *Limiter) take(ctx context.Context, key string, lim Limit, s *Settings, now time.Time, maxWait time.Duration, scope Scope) error {
 	if lim.Burst <= 0 {
 		lim.Burst = lim.PerMinute
 	}
-	day := now.In(s.Location).Format(time.DateOnly)
-	wait, err := l.store.Take(ctx, key, lim, now, day, maxWait)
+	wait, err := l.store.Take(ctx, key, lim, now, l.dayOf(now, s.Location), maxWait)
 	if err != nil {
 		var d *Denied
 		if errors.As(err, &d) {
