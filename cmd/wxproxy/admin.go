@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wxproxy/wxproxy/token"
@@ -27,6 +28,8 @@ func (s *server) adminRoutes() http.Handler {
 	r.Get("/admin/apps", s.adminApps)
 	r.Get("/admin/breakers", s.adminBreakers)
 	r.Get("/admin/quotas", s.adminQuotas)
+	// Go's profiler, for finding where CPU and memory go under load.
+	r.Mount("/debug", middleware.Profiler())
 	r.Group(func(r chi.Router) {
 		r.Use(s.requireAdminToken)
 		r.Post("/admin/apps/{app}/refresh", s.adminRefresh)
