@@ -260,7 +260,11 @@ func TestCallerAccess(t *testing.T) {
 	// Per-caller limit.
 	e.get(t, "/cgi-bin/x", "X-WXProxy-Key", "slow-key-789")
 	e.get(t, "/cgi-bin/x", "X-WXProxy-Key", "slow-key-789")
-	checkError(t, e.get(t, "/cgi-bin/x", "X-WXProxy-Key", "slow-key-789"), 429, wechat.CodeMinuteQuota, "rate_limited")
+	limited := e.get(t, "/cgi-bin/x", "X-WXProxy-Key", "slow-key-789")
+	checkError(t, limited, 429, wechat.CodeMinuteQuota, "rate_limited")
+	if !strings.Contains(limited.ErrMsg, "caller key") {
+		t.Errorf("per-caller rejection does not name the caller limit: %q", limited.ErrMsg)
+	}
 	if !strings.Contains(e.logs.String(), `"caller":"billing"`) {
 		t.Error("access log does not name the caller key")
 	}

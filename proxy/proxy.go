@@ -360,8 +360,8 @@ func (p *Proxy) limitError(c *call, err error, scope ratelimit.Scope) error {
 		}
 		return err
 	}
-	if d.Scope == "" {
-		d.Scope = scope
+	if scope == ratelimit.ScopeCaller {
+		d.Scope = scope // a caller key's limiter is an ordinary Limiter, which says "api"
 	}
 	if p.metrics != nil {
 		p.metrics.observeRejection(c.app.Name, c.path, string(d.Scope))
