@@ -77,18 +77,30 @@ type Config struct {
 	UpstreamTimeout time.Duration // bound on one upstream round trip
 	MaxBodyBytes    int64         // larger request bodies are answered 413
 	RetryBodyBytes  int64         // bodies up to this size are buffered so a token retry can replay them
-	Admin           Admin
-	Log             Log
-	Store           Store
-	Callers         Callers
-	DefaultApp      string // app of requests that name none; "" = none (they get 404)
-	Apps            []App  // at least one; names are unique
+	// MaxBufferedBytes bounds all request bodies buffered at once; past it
+	// a body streams and cannot be replayed.
+	MaxBufferedBytes  int64
+	ReadHeaderTimeout time.Duration // a caller must send its request headers within this
+	BodyReadTimeout   time.Duration // ... and its body within this (slow senders get 408)
+	IdleTimeout       time.Duration // idle keep-alive connections are closed after this
+	MaxHeaderBytes    int64         // request headers larger than this are refused (431)
+	// UpstreamProxy, when set, is the HTTP proxy (http://host:port) all
+	// upstream traffic goes through; proxy environment variables are never
+	// used.
+	UpstreamProxy string
+	Admin         Admin
+	Log           Log
+	Store         Store
+	Callers       Callers
+	DefaultApp    string // app of requests that name none; "" = none (they get 404)
+	Apps          []App  // at least one; names are unique
 }
 
 // Admin configures the admin port (/healthz, /readyz, /metrics, /admin/*).
 type Admin struct {
 	Listen string
 	Token  string // bearer token for POST /admin/*; "" means every admin POST is refused
+	PProf  bool   // serve /debug/pprof/* (behind the bearer token)
 }
 
 // Log configures the process logger.

@@ -62,13 +62,18 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{
-		Listen:          ":8080",
-		ShutdownTimeout: 15 * time.Second,
-		UpstreamTimeout: 10 * time.Second,
-		MaxBodyBytes:    10 << 20,
-		RetryBodyBytes:  2 << 20,
-		Admin:           Admin{Listen: "127.0.0.1:9090"},
-		Log:             Log{Format: LogFormatJSON, Level: LogLevelInfo},
+		Listen:            ":8080",
+		ShutdownTimeout:   15 * time.Second,
+		UpstreamTimeout:   10 * time.Second,
+		MaxBodyBytes:      10 << 20,
+		RetryBodyBytes:    2 << 20,
+		MaxBufferedBytes:  256 << 20,
+		ReadHeaderTimeout: 10 * time.Second,
+		BodyReadTimeout:   30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		Admin:             Admin{Listen: "127.0.0.1:9090"},
+		Log:               Log{Format: LogFormatJSON, Level: LogLevelInfo},
 		Store: Store{Kind: StoreMemory, Path: "./wxproxy-tokens.json",
 			Redis: Redis{KeyPrefix: "wxproxy:", ReplicasHint: 1}},
 		Callers: Callers{AllowCIDRs: []netip.Prefix{

@@ -61,9 +61,16 @@ apps: [{name: main, appid: wx0123456789abcdef, secret: "s3cret"}]
 	// upstream_timeout: 10s
 	// max_body_bytes: 10MiB
 	// retry_body_bytes: 2MiB
+	// max_buffered_bytes: 256MiB
+	// read_header_timeout: 10s
+	// body_read_timeout: 30s
+	// idle_timeout: 2m
+	// max_header_bytes: 64KiB
+	// upstream_proxy: ""
 	// admin:
 	//   listen: 127.0.0.1:9090
 	//   token: <redacted>
+	//   pprof: false
 	// log:
 	//   format: json
 	//   level: info

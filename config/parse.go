@@ -90,13 +90,18 @@ func parseYAML(data []byte) (*yaml.Node, error) {
 
 func (d *decoder) config(root *yaml.Node) *Config {
 	c := &Config{
-		Listen:          defaultListen,
-		ShutdownTimeout: 15 * time.Second,
-		UpstreamTimeout: 10 * time.Second,
-		MaxBodyBytes:    10 * mib,
-		RetryBodyBytes:  2 * mib,
-		Admin:           Admin{Listen: defaultAdminListen},
-		Log:             Log{Format: LogFormatJSON, Level: LogLevelInfo},
+		Listen:            defaultListen,
+		ShutdownTimeout:   15 * time.Second,
+		UpstreamTimeout:   10 * time.Second,
+		MaxBodyBytes:      10 * mib,
+		RetryBodyBytes:    2 * mib,
+		MaxBufferedBytes:  256 * mib,
+		ReadHeaderTimeout: 10 * time.Second,
+		BodyReadTimeout:   30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		Admin:             Admin{Listen: defaultAdminListen},
+		Log:               Log{Format: LogFormatJSON, Level: LogLevelInfo},
 		Store: Store{Kind: StoreMemory, Path: defaultStorePath,
 			Redis: Redis{KeyPrefix: defaultKeyPrefix, ReplicasHint: 1}},
 		Callers: Callers{AllowCIDRs: defaultAllowCIDRs()},
@@ -128,6 +133,25 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	} else if maxOK && c.RetryBodyBytes > c.MaxBodyBytes {
 		c.RetryBodyBytes = c.MaxBodyBytes // the default follows a small max_body_bytes down
 	}
+	if m.size("max_buffered_bytes", &c.MaxBufferedBytes) && c.MaxBufferedBytes <= 0 {
+		m.errorf("max_buffered_bytes", "must be > 0")
+	}
+	for _, t := range []struct {
+		key string
+		dst *time.Duration
+	}{{"read_header_timeout", &c.ReadHeaderTimeout}, {"body_read_timeout", &c.BodyReadTimeout}, {"idle_timeout", &c.IdleTimeout}} {
+		if m.duration(t.key, t.dst) && *t.dst <= 0 {
+			m.errorf(t.key, "must be > 0")
+		}
+	}
+	if m.size("max_header_bytes", &c.MaxHeaderBytes) && (c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 16*mib) {
+		m.errorf("max_header_bytes", "must be between 4KiB and 16MiB")
+	}
+	if m.str("upstream_proxy", &c.UpstreamProxy) && c.UpstreamProxy != "" {
+		if err := checkProxyURL(c.UpstreamProxy); err != nil {
+			m.errorf("upstream_proxy", "%v", err)
+		}
+	}
 
 	am := m.sub("admin")
 	adminOK := !am.has("listen")
@@ -138,6 +162,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		am.errorf("listen", "must differ from listen (%q)", c.Listen)
 	}
 	am.secret("token", "token_file", &c.Admin.Token, false)
+	am.boolean("pprof", &c.Admin.PProf)
 	am.done()
 
 	lm := m.sub("log")
@@ -159,6 +184,22 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	}
 	m.done()
 	return c
+}
+
+// checkProxyURL returns what is wrong with an upstream_proxy URL, or nil.
+func checkProxyURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return errors.New("invalid URL") // the parse error would repeat the URL, password included
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("must be an http:// or https:// URL (got scheme %q)", u.Scheme)
+	case u.Host == "" || u.Opaque != "":
+		return errors.New("must name a host, e.g. http://egress.internal:3128")
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return errors.New("must be scheme://host:port with no path, query or fragment")
+	}
+	return nil
 }
 
 // checkAddr reports whether the listen address under key is usable.
@@ -470,7 +511,7 @@ func checkAppName(s string) string {
 	switch s {
 	case "cgi-bin", "sns", "wxa", "wxaapi", "datacube", "card", "merchant", "customservice",
 		"shop", "product", "semantic", "union", "tcb", "wxopen", "channels", "sim",
-		"admin", "healthz", "readyz", "metrics":
+		"admin", "healthz", "readyz", "metrics", "wxproxy", "debug", "callback":
 		return fmt.Sprintf("%q is reserved: %s", s, reservedAppNameReason)
 	}
 	return ""

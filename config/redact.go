@@ -32,6 +32,12 @@ type (
 		UpstreamTimeout string     `yaml:"upstream_timeout"`
 		MaxBodyBytes    any        `yaml:"max_body_bytes"` // int64 or "10MiB"
 		RetryBodyBytes  any        `yaml:"retry_body_bytes"`
+		MaxBuffered     any        `yaml:"max_buffered_bytes"`
+		ReadHeader      string     `yaml:"read_header_timeout"`
+		BodyRead        string     `yaml:"body_read_timeout"`
+		Idle            string     `yaml:"idle_timeout"`
+		MaxHeaderBytes  any        `yaml:"max_header_bytes"`
+		UpstreamProxy   string     `yaml:"upstream_proxy"`
 		Admin           outAdmin   `yaml:"admin"`
 		Log             outLog     `yaml:"log"`
 		Store           outStore   `yaml:"store"`
@@ -42,6 +48,7 @@ type (
 	outAdmin struct {
 		Listen string `yaml:"listen"`
 		Token  string `yaml:"token"`
+		PProf  bool   `yaml:"pprof"`
 	}
 	outLog struct {
 		Format string `yaml:"format"`
@@ -115,7 +122,13 @@ func (c *Config) redacted() outConfig {
 		UpstreamTimeout: formatDuration(c.UpstreamTimeout),
 		MaxBodyBytes:    sizeValue(c.MaxBodyBytes),
 		RetryBodyBytes:  sizeValue(c.RetryBodyBytes),
-		Admin:           outAdmin{Listen: e(c.Admin.Listen), Token: redact(c.Admin.Token)},
+		MaxBuffered:     sizeValue(c.MaxBufferedBytes),
+		ReadHeader:      formatDuration(c.ReadHeaderTimeout),
+		BodyRead:        formatDuration(c.BodyReadTimeout),
+		Idle:            formatDuration(c.IdleTimeout),
+		MaxHeaderBytes:  sizeValue(c.MaxHeaderBytes),
+		UpstreamProxy:   e(redactURL(c.UpstreamProxy)),
+		Admin:           outAdmin{Listen: e(c.Admin.Listen), Token: redact(c.Admin.Token), PProf: c.Admin.PProf},
 		Log:             outLog{Format: c.Log.Format, Level: c.Log.Level},
 		Store: outStore{
 			Kind: c.Store.Kind,
