@@ -85,6 +85,11 @@ type Options struct {
 	OnRefresh func(reason Reason, err error)
 	// OnStoreError, if set, is called when the store fails; op is "load" or "save".
 	OnStoreError func(op string, err error)
+	// OnInstall, if set, is called with every token value that becomes
+	// current (fetched, loaded from the store or adopted from another
+	// replica), before any caller can be handed it — so that it can be
+	// scrubbed from answers. It must not block.
+	OnInstall func(value string)
 	// Budget, if set, is asked before every Classic or WeCom fetch (each
 	// one counts against WeChat's daily limit); an error refuses the fetch
 	// and backs off at MaxBackoff. Stable fetches are budgeted by
@@ -457,6 +462,9 @@ func (c *Cache) fail(err error) {
 // install makes t current, clears the failure state and schedules the next
 // proactive refresh.
 func (c *Cache) install(t *Token) {
+	if c.opts.OnInstall != nil {
+		c.opts.OnInstall(t.Value)
+	}
 	now := c.opts.Now()
 	c.mu.Lock()
 	prev := c.cur.Load()

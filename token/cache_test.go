@@ -470,3 +470,40 @@ func TestFetchBudget(t *testing.T) {
 		}
 	})
 }
+
+// OnInstall sees every token before a caller can be handed it: the first
+// fetch, a refresh after invalidation, and one loaded from the store.
+func TestOnInstallBeforeUse(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	f := &fakeFetcher{ttl: 2 * time.Hour}
+	store := new(MemoryStore)
+	install := func(o *Options) {
+		o.Store = store
+		o.OnInstall = func(v string) { mu.Lock(); seen = append(seen, v); mu.Unlock() }
+	}
+	c := newCache(t, Classic, f, install)
+	check := func(tok *Token) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) == 0 || seen[len(seen)-1] != tok.Value {
+			t.Fatalf("token %q handed out; OnInstall saw %q", tok.Value, seen)
+		}
+	}
+	tok, err := c.Get(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(tok)
+	if tok, err = c.Invalidate(t.Context(), tok.Value); err != nil {
+		t.Fatal(err)
+	}
+	check(tok)
+	// A second cache on the same store adopts the stored token.
+	c2 := newCache(t, Classic, f, install)
+	if tok, err = c2.Get(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	check(tok)
+}

@@ -39,10 +39,13 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, force bool) (Token, error) {
 	if err != nil {
 		return Token{}, fmt.Errorf("token: build %s request: %w", f.Mode, err)
 	}
-	client := f.Client
-	if client == nil {
-		client = http.DefaultClient
+	// A redirect would re-send the secret wherever it points: never follow
+	// one, whatever client was given; a 3xx is a failed fetch.
+	var client http.Client
+	if f.Client != nil {
+		client = *f.Client
 	}
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
 		return Token{}, fmt.Errorf("token: fetch %s token: %w", f.Mode, wechat.RedactError(err))
