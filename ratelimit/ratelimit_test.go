@@ -70,8 +70,9 @@ func TestDefaultAndUnlimited(t *testing.T) {
 	if ok, _ := allowN(l, "/free", 100); ok != 100 {
 		t.Errorf("unlimited API allowed %d of 100", ok)
 	}
-	// Each API under the default has its own bucket.
-	for _, api := range []string{"/a", "/b"} {
+	// Each well-known API under the default has its own bucket; unknown
+	// APIs share one (TestQuotaKeys).
+	for _, api := range []string{"/cgi-bin/user/info", "/cgi-bin/user/get"} {
 		if ok, _ := allowN(l, api, 10); ok != 5 {
 			t.Errorf("%s under default allowed %d, want 5", api, ok)
 		}
@@ -172,23 +173,23 @@ func TestUpstreamMemory(t *testing.T) {
 	ctx := context.Background()
 	l := New(Settings{RespectUpstream: true}, Options{Now: c.Now})
 	c.Advance(30 * time.Second) // 10:00:30
-	if err := l.Observe(ctx, "/x", 45011); err != nil {
+	if err := l.Observe(ctx, "/cgi-bin/message/custom/send", 45011); err != nil {
 		t.Fatal(err)
 	}
-	err := l.Allow(ctx, "/x")
+	err := l.Allow(ctx, "/cgi-bin/message/custom/send")
 	var d *Denied
 	if !errors.As(err, &d) || d.Scope != ScopeUpstream || d.Daily || d.RetryAfter != 30*time.Second {
 		t.Fatalf("after 45011: %#v, want upstream per-minute denial for 30s", err)
 	}
-	if err := l.Allow(ctx, "/other"); err != nil {
+	if err := l.Allow(ctx, "/cgi-bin/user/info"); err != nil {
 		t.Errorf("another API was refused: %v", err)
 	}
 	c.Advance(30 * time.Second)
-	if err := l.Allow(ctx, "/x"); err != nil {
+	if err := l.Allow(ctx, "/cgi-bin/message/custom/send"); err != nil {
 		t.Errorf("next minute still refused: %v", err)
 	}
-	l.Observe(ctx, "/x", 45009)
-	if err := l.Allow(ctx, "/x"); !errors.Is(err, ErrExhausted) {
+	l.Observe(ctx, "/cgi-bin/message/custom/send", 45009)
+	if err := l.Allow(ctx, "/cgi-bin/message/custom/send"); !errors.Is(err, ErrExhausted) {
 		t.Errorf("after 45009: %v, want ErrExhausted", err)
 	}
 	u, _ := l.Usage(ctx)
@@ -196,13 +197,13 @@ func TestUpstreamMemory(t *testing.T) {
 		t.Errorf("usage = %+v, want remembered 45009", u)
 	}
 	c.Advance(14 * time.Hour)
-	if err := l.Allow(ctx, "/x"); err != nil {
+	if err := l.Allow(ctx, "/cgi-bin/message/custom/send"); err != nil {
 		t.Errorf("next day still refused: %v", err)
 	}
 	// Without respect_upstream nothing is remembered.
 	off := New(Settings{}, Options{Now: c.Now})
-	off.Observe(ctx, "/x", 45009)
-	if err := off.Allow(ctx, "/x"); err != nil {
+	off.Observe(ctx, "/cgi-bin/message/custom/send", 45009)
+	if err := off.Allow(ctx, "/cgi-bin/message/custom/send"); err != nil {
 		t.Errorf("respect_upstream off: %v", err)
 	}
 }
@@ -234,20 +235,14 @@ func TestUpdateKeepsCounts(t *testing.T) {
 	if ok, _ := allowN(l, "/x", 5); ok != 1 {
 		t.Errorf("after lowering to 9 with 8 used: %d allowed, want 1", ok)
 	}
+	// A new per-minute limit counts what this minute already used (SPEC §5).
 	l.Update(Settings{APIs: map[string]Limit{"/x": {PerMinute: 2, Burst: 2}}})
+	if ok, _ := allowN(l, "/x", 5); ok != 0 {
+		t.Errorf("after switching to per-minute 2 with 9 used this minute: %d allowed, want 0", ok)
+	}
+	c.Advance(time.Minute)
 	if ok, _ := allowN(l, "/x", 5); ok != 2 {
-		t.Errorf("after switching to per-minute 2: %d allowed, want 2", ok)
-	}
-}
-
-func TestRandomPathsBounded(t *testing.T) {
-	s := NewLocalStore()
-	l := New(Settings{Default: Limit{PerMinute: 1000}}, Options{Store: s})
-	for i := range maxKeys + 500 {
-		_ = l.Allow(context.Background(), fmt.Sprintf("/random/%d", i))
-	}
-	if n := len(s.buckets); n > maxKeys+1 {
-		t.Errorf("%d buckets for random paths, want at most %d", n, maxKeys+1)
+		t.Errorf("a minute after switching to per-minute 2: %d allowed, want 2", ok)
 	}
 }
 
@@ -278,6 +273,114 @@ func BenchmarkAllow(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			_ = l.Allow(ctx, "/x")
+		}
+	})
+}
+
+// TestQuotaKeys: configured APIs and well-known ones keep their own
+// counts, matched case-insensitively and without one trailing slash;
+// every other path shares (other).
+func TestQuotaKeys(t *testing.T) {
+	c := newClock()
+	ctx := context.Background()
+	l := New(Settings{
+		Default:         Limit{PerMinute: 2},
+		APIs:            map[string]Limit{"/cgi-bin/Custom/": {PerMinute: 3}},
+		RespectUpstream: true,
+	}, Options{Now: c.Now})
+	if _, ok := l.Settings().APIs["/cgi-bin/custom"]; !ok {
+		t.Errorf("Settings().APIs = %v, want the key canonicalised to /cgi-bin/custom", l.Settings().APIs)
+	}
+	tests := []struct {
+		name  string
+		paths []string // all share one quota key
+		want  int      // allowed in total
+	}{
+		{"configured", []string{"/cgi-bin/custom", "/CGI-BIN/custom", "/cgi-bin/custom/", "/cgi-bin/Custom/"}, 3},
+		{"well-known", []string{"/cgi-bin/user/info", "/cgi-bin/USER/info/", "/Cgi-Bin/User/Info"}, 2},
+		{"another well-known", []string{"/cgi-bin/user/get"}, 2},
+		{"other", []string{"/a", "/b", "/A/", "/cgi-bin/user/info//", "/", ""}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok := 0
+			for range 3 {
+				for _, p := range tt.paths {
+					if l.Allow(ctx, p) == nil {
+						ok++
+					}
+				}
+			}
+			if ok != tt.want {
+				t.Errorf("%q together allowed %d, want %d", tt.paths, ok, tt.want)
+			}
+		})
+	}
+	c.Advance(time.Minute)
+	// Upstream exhaustion is remembered per well-known API, not for (other).
+	l.Observe(ctx, "/CGI-BIN/user/info/", 45009)
+	if err := l.Allow(ctx, "/cgi-bin/user/info"); !errors.Is(err, ErrExhausted) {
+		t.Errorf("after 45009 on a well-known API: %v, want ErrExhausted", err)
+	}
+	l.Observe(ctx, "/unknown", 45009)
+	if err := l.Allow(ctx, "/unknown"); err != nil {
+		t.Errorf("after 45009 on an unknown API: %v, want it not remembered", err)
+	}
+}
+
+func TestUsageListsQuotaKeys(t *testing.T) {
+	c := newClock()
+	ctx := context.Background()
+	l := New(Settings{Default: Limit{PerMinute: 100}, APIs: map[string]Limit{"/cgi-bin/configured": {PerDay: 5}}}, Options{Now: c.Now})
+	allowN(l, "/cgi-bin/user/info", 2)
+	allowN(l, "/random/1", 1)
+	allowN(l, "/random/2", 2)
+	u, err := l.Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, x := range u {
+		got[x.API] = x.UsedMinute
+	}
+	want := map[string]int64{"/cgi-bin/configured": 0, "/cgi-bin/user/info": 2, "(other)": 3}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("usage = %v, want %v", got, want)
+	}
+}
+
+func BenchmarkAllowPaths(b *testing.B) {
+	l := New(Settings{
+		Default: Limit{PerMinute: 1 << 30, PerDay: 1 << 40},
+		APIs:    map[string]Limit{"/cgi-bin/configured": {PerMinute: 1 << 30, PerDay: 1 << 40}},
+	}, Options{})
+	ctx := context.Background()
+	for _, path := range []string{"/cgi-bin/configured", "/cgi-bin/user/info", "/CGI-BIN/User/Info/", "/random/path"} {
+		b.Run(path, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					_ = l.Allow(ctx, path)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkAllowDistinctPaths is a flood of paths no one configured.
+func BenchmarkAllowDistinctPaths(b *testing.B) {
+	l := New(Settings{Default: Limit{PerMinute: 1 << 30, PerDay: 1 << 40}}, Options{})
+	ctx := context.Background()
+	paths := make([]string, 1<<14)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("/cgi-bin/random/%d", i)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			_ = l.Allow(ctx, paths[i%len(paths)])
+			i++
 		}
 	})
 }

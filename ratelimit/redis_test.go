@@ -86,21 +86,21 @@ func TestRedisFleetRemembersUpstream(t *testing.T) {
 	srv := redistest.Start(t)
 	var errs atomic.Int64
 	ls := fleet(t, srv, 2, ratelimit.Settings{RespectUpstream: true}, &errs)
-	if err := ls[0].Allow(context.Background(), "/x"); err != nil { // primes replica 1's cache too
+	if err := ls[0].Allow(context.Background(), "/cgi-bin/message/custom/send"); err != nil { // primes replica 1's cache too
 		t.Fatal(err)
 	}
-	_ = ls[1].Allow(context.Background(), "/x")
-	if err := ls[0].Observe(context.Background(), "/x", 45009); err != nil {
+	_ = ls[1].Allow(context.Background(), "/cgi-bin/message/custom/send")
+	if err := ls[0].Observe(context.Background(), "/cgi-bin/message/custom/send", 45009); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(3 * time.Second)
-	for ls[1].Allow(context.Background(), "/x") == nil {
+	for ls[1].Allow(context.Background(), "/cgi-bin/message/custom/send") == nil {
 		if time.Now().After(deadline) {
 			t.Fatal("replica 2 never learned of the upstream 45009")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := ls[1].Allow(context.Background(), "/x"); !errors.Is(err, ratelimit.ErrExhausted) {
+	if err := ls[1].Allow(context.Background(), "/cgi-bin/message/custom/send"); !errors.Is(err, ratelimit.ErrExhausted) {
 		t.Errorf("replica 2: %v, want ErrExhausted", err)
 	}
 }
