@@ -22,12 +22,13 @@ import (
 
 // apiHandler answers an API call whose app token has been accepted and
 // counted against its quota; q is the parsed query.
-type apiHandler func(st *state, w http.ResponseWriter, r *http.Request, q url.Values, tok *record, now time.Time)
+type apiHandler func(st *state, w *call, r *http.Request, q url.Values, tok *record, now time.Time)
 
 // withToken checks the access_token of an API call (41001, 40014, 40001,
 // 42001; users' OAuth tokens are not app tokens: 40001), applies the path's
-// configured quota, then runs h. Errors take the style of the token's app.
-func (s *Server) withToken(st *state, w http.ResponseWriter, r *http.Request, h apiHandler) {
+// configured quota, then runs h. Errors take the style of the token's app,
+// and the call is recorded for that app when the token is one it was given.
+func (s *Server) withToken(st *state, w *call, r *http.Request, h apiHandler) {
 	q := r.URL.Query()
 	now := st.now()
 	tok, code := st.lookup(q.Get("access_token"), now.UnixNano())
@@ -37,12 +38,13 @@ func (s *Server) withToken(st *state, w http.ResponseWriter, r *http.Request, h 
 	var a *appState
 	if tok != nil {
 		a = tok.app
+		w.app = a
 	}
 	if code == 0 {
 		code = s.takeQuota(a, r.URL.Path, now.UnixNano())
 	}
 	if code != 0 {
-		st.fail(w, r, styleOf(a), code)
+		st.fail(w, styleOf(a), code)
 		return
 	}
 	h(st, w, r, q, tok, now)
@@ -51,15 +53,16 @@ func (s *Server) withToken(st *state, w http.ResponseWriter, r *http.Request, h 
 // business answers any path the simulator does not model with an echo of
 // the call:
 //
-//	{"errcode":0,"errmsg":"ok","echo":{"appid","method","path","query","body_sha256","body_len","request_id"}}
+//	{"errcode":0,"errmsg":"ok","rid":"...","echo":{"appid","method","path","query","body_sha256","body_len","request_id"}}
 //
+// where rid is the call's rid, as errmsg would end with on failure.
 // It is the benchmark's hot path, so the answer is encoded by hand into a
 // pooled buffer rather than through reflection.
-func (s *Server) business(st *state, w http.ResponseWriter, r *http.Request, q url.Values, tok *record, _ time.Time) {
+func (s *Server) business(st *state, w *call, r *http.Request, q url.Values, tok *record, _ time.Time) {
 	b := s.bufs.Get().(*businessBuf)
 	defer s.bufs.Put(b)
 	b.hash.Reset()
-	n, err := io.CopyBuffer(b.hash, r.Body, b.copy[:])
+	n, err := io.CopyBuffer(b.hash, w.body(), b.copy[:])
 	if err != nil {
 		// The caller is gone or sent a broken body; there is nobody to answer.
 		return
@@ -68,7 +71,9 @@ func (s *Server) business(st *state, w http.ResponseWriter, r *http.Request, q u
 	if id != "" {
 		st.stats.seeRequestID(id)
 	}
-	out := append(b.out[:0], `{"errcode":0,"errmsg":"ok","echo":{"appid":`...)
+	out := append(b.out[:0], `{"errcode":0,"errmsg":"ok","rid":"`...)
+	out = w.rid.append(out)
+	out = append(out, `","echo":{"appid":`...)
 	out = appendString(out, tok.app.cfg.id)
 	out = append(out, `,"method":`...)
 	out = appendString(out, r.Method)
@@ -165,14 +170,14 @@ type ticketAnswer struct {
 
 // ticket answers GET /cgi-bin/ticket/getticket: one ticket per app and type,
 // the same while it is valid.
-func (s *Server) ticket(st *state, w http.ResponseWriter, r *http.Request, q url.Values, tok *record, now time.Time) {
+func (s *Server) ticket(st *state, w *call, r *http.Request, q url.Values, tok *record, now time.Time) {
 	typ := q.Get("type")
 	if typ == "" {
 		typ = "jsapi"
 	}
 	a := tok.app
 	if typ != "jsapi" && typ != "wx_card" {
-		st.fail(w, r, styleOf(a), wechat.CodeInvalidArgs)
+		st.fail(w, styleOf(a), wechat.CodeInvalidArgs)
 		return
 	}
 	ns := now.UnixNano()
@@ -203,17 +208,17 @@ type quotaAnswer struct {
 // quotaGet answers POST /cgi-bin/openapi/quota/get for the token's app. Only
 // paths with a quota (configured, or the token endpoints' defaults) are
 // known; others answer 76021. A limit of 0 means unlimited.
-func (s *Server) quotaGet(st *state, w http.ResponseWriter, r *http.Request, _ url.Values, tok *record, now time.Time) {
+func (s *Server) quotaGet(st *state, w *call, r *http.Request, _ url.Values, tok *record, now time.Time) {
 	var req struct {
 		CgiPath string `json:"cgi_path"`
 	}
-	if !readJSON(r, &req) {
-		st.fail(w, r, styleOf(tok.app), wechat.CodeDataFormat)
+	if !readJSON(w.body(), &req) {
+		st.fail(w, styleOf(tok.app), wechat.CodeDataFormat)
 		return
 	}
 	q, ok := s.quotas[req.CgiPath]
 	if !ok {
-		st.fail(w, r, styleOf(tok.app), wechat.CodeCgiPathNotFound)
+		st.fail(w, styleOf(tok.app), wechat.CodeCgiPathNotFound)
 		return
 	}
 	_, used := tok.app.counters.get(req.CgiPath).used(now.UnixNano())
@@ -233,14 +238,14 @@ const clearQuotaPerMonth = 10
 // clearQuota answers POST /cgi-bin/clear_quota: it resets every quota counter
 // of the app (APIs and token endpoints; not the forced-refresh budget), 10
 // times per calendar month, then answers 48006.
-func (s *Server) clearQuota(st *state, w http.ResponseWriter, r *http.Request, _ url.Values, tok *record, now time.Time) {
+func (s *Server) clearQuota(st *state, w *call, r *http.Request, _ url.Values, tok *record, now time.Time) {
 	var req struct {
 		AppID string `json:"appid"`
 	}
 	a := tok.app
 	code := 0
 	switch {
-	case !readJSON(r, &req):
+	case !readJSON(w.body(), &req):
 		code = wechat.CodeDataFormat
 	case req.AppID == "":
 		code = wechat.CodeAppIDMissing
@@ -261,7 +266,7 @@ func (s *Server) clearQuota(st *state, w http.ResponseWriter, r *http.Request, _
 		a.mu.Unlock()
 	}
 	if code != 0 {
-		st.fail(w, r, styleOf(a), code)
+		st.fail(w, styleOf(a), code)
 		return
 	}
 	a.counters.reset()
@@ -269,8 +274,8 @@ func (s *Server) clearQuota(st *state, w http.ResponseWriter, r *http.Request, _
 }
 
 // readJSON decodes a small JSON body into v and reports success.
-func readJSON(r *http.Request, v any) bool {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxControlBody))
+func readJSON(r io.Reader, v any) bool {
+	body, err := io.ReadAll(io.LimitReader(r, maxControlBody))
 	return err == nil && json.Unmarshal(body, v) == nil
 }
 
@@ -285,7 +290,7 @@ const jpegHeader = "\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01
 
 // mediaGet answers GET /cgi-bin/media/get with image/jpeg bytes that depend
 // only on media_id, streamed without holding them in memory.
-func (s *Server) mediaGet(st *state, w http.ResponseWriter, r *http.Request, q url.Values, tok *record, _ time.Time) {
+func (s *Server) mediaGet(st *state, w *call, r *http.Request, q url.Values, tok *record, _ time.Time) {
 	id := q.Get("media_id")
 	size := int64(defaultMediaSize)
 	if n, ok := strings.CutPrefix(id, "size-"); ok {
@@ -296,7 +301,7 @@ func (s *Server) mediaGet(st *state, w http.ResponseWriter, r *http.Request, q u
 		size = v
 	}
 	if id == "" {
-		st.fail(w, r, styleOf(tok.app), wechat.CodeInvalidMediaID)
+		st.fail(w, styleOf(tok.app), wechat.CodeInvalidMediaID)
 		return
 	}
 	seed := sha256.Sum256([]byte(id))
@@ -326,9 +331,10 @@ type sessionAnswer struct {
 // errcodes of the classic token endpoint, 40002 for a grant_type other than
 // authorization_code (absent is accepted), 41008 for a missing code, then
 // the path's configured quota. It returns the app, or nil after answering.
-func (s *Server) codeCall(st *state, w http.ResponseWriter, r *http.Request, q url.Values, codeParam string) *appState {
+func (s *Server) codeCall(st *state, w *call, r *http.Request, q url.Values, codeParam string) *appState {
 	appid := q.Get("appid")
 	a := st.wechatApp(appid)
+	w.app = a
 	code := checkCredentials(a, appid, q.Get("secret"))
 	if gt := q.Get("grant_type"); gt != "" && gt != "authorization_code" {
 		code = wechat.CodeInvalidGrantType
@@ -340,7 +346,7 @@ func (s *Server) codeCall(st *state, w http.ResponseWriter, r *http.Request, q u
 		code = s.takeQuota(a, r.URL.Path, st.now().UnixNano())
 	}
 	if code != 0 {
-		st.fail(w, r, styleWeChat, code)
+		st.fail(w, styleWeChat, code)
 		return nil
 	}
 	return a
@@ -348,7 +354,7 @@ func (s *Server) codeCall(st *state, w http.ResponseWriter, r *http.Request, q u
 
 // jsCode2Session answers GET /sns/jscode2session with a session derived from
 // appid and js_code.
-func (s *Server) jsCode2Session(st *state, w http.ResponseWriter, r *http.Request) {
+func (s *Server) jsCode2Session(st *state, w *call, r *http.Request) {
 	q := r.URL.Query()
 	a := s.codeCall(st, w, r, q, "js_code")
 	if a == nil {
@@ -373,7 +379,7 @@ type oauthAnswer struct {
 
 // oauthToken answers GET /sns/oauth2/access_token with a new user OAuth
 // token, accepted only by /sns/userinfo and /sns/auth.
-func (s *Server) oauthToken(st *state, w http.ResponseWriter, r *http.Request) {
+func (s *Server) oauthToken(st *state, w *call, r *http.Request) {
 	q := r.URL.Query()
 	a := s.codeCall(st, w, r, q, "code")
 	if a == nil {
@@ -400,10 +406,13 @@ type userInfoAnswer struct {
 
 // oauthUser answers /sns/userinfo and /sns/auth, which take a user's OAuth
 // token (an app token answers 40001) and an optional matching openid (40003).
-func (s *Server) oauthUser(st *state, w http.ResponseWriter, r *http.Request) {
+func (s *Server) oauthUser(st *state, w *call, r *http.Request) {
 	q := r.URL.Query()
 	now := st.now().UnixNano()
 	tok, code := st.lookup(q.Get("access_token"), now)
+	if tok != nil {
+		w.app = tok.app
+	}
 	if code == 0 && tok.kind != kindUser {
 		code = wechat.CodeInvalidCredential
 	}
@@ -414,7 +423,7 @@ func (s *Server) oauthUser(st *state, w http.ResponseWriter, r *http.Request) {
 		code = s.takeQuota(tok.app, r.URL.Path, now)
 	}
 	if code != 0 {
-		st.fail(w, r, styleWeChat, code)
+		st.fail(w, styleWeChat, code)
 		return
 	}
 	if r.URL.Path == "/sns/auth" {

@@ -18,6 +18,7 @@ import (
 //	  /cgi-bin/message/custom/send: {per_minute: 600, per_day: 500000}
 //	latency: 0ms
 //	token_ttl: 7200s
+//	rid_records: 100000
 //
 // Unknown or repeated keys and values of the wrong type are errors naming the
 // key path ("apps[1].secrett: unknown key"). The values themselves are
@@ -54,8 +55,10 @@ func parseConfig(data []byte) (Options, error) {
 			opts.Latency, err = parseDuration(v, key)
 		case "token_ttl":
 			opts.TokenTTL, err = parseDuration(v, key)
+		case "rid_records":
+			err = decode(v, key, &opts.RidRecords)
 		default:
-			err = fmt.Errorf("%s: unknown key (want apps, quotas, latency or token_ttl)", key)
+			err = fmt.Errorf("%s: unknown key (want apps, quotas, latency, token_ttl or rid_records)", key)
 		}
 		return err
 	})

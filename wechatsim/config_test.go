@@ -33,6 +33,7 @@ quotas:
   /cgi-bin/token: {per_day: 200}
 latency: 15ms
 token_ttl: 60s
+rid_records: 500
 `)
 	got, err := wechatsim.LoadConfig(path)
 	if err != nil {
@@ -44,8 +45,9 @@ token_ttl: 60s
 			"/cgi-bin/message/custom/send": {PerMinute: 600, PerDay: 500000},
 			"/cgi-bin/token":               {PerDay: 200},
 		},
-		Latency:  15 * time.Millisecond,
-		TokenTTL: time.Minute,
+		Latency:    15 * time.Millisecond,
+		TokenTTL:   time.Minute,
+		RidRecords: 500,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadConfig = %+v, want %+v", got, want)
@@ -64,6 +66,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"unknown quota key", "quotas:\n  /x: {per_hour: 1}\n", "quotas./x.per_hour: unknown key"},
 		{"quota not an integer", "quotas:\n  /x: {per_day: lots}\n", `quotas./x.per_day: line 2: "lots" is not a valid integer`},
 		{"bad duration", "token_ttl: 7200\n", "token_ttl: want a duration"},
+		{"rid records not an integer", "rid_records: many\n", `rid_records: line 1: "many" is not a valid integer`},
 		{"duplicate key", "latency: 1s\nlatency: 2s\n", "latency: line 2: duplicate key"},
 		{"apps not a list", "apps: {appid: a}\n", "apps: line 1: want a list"},
 		{"app not a mapping", "apps: [wx1]\n", "apps[0]: line 1: want a mapping"},
@@ -102,6 +105,7 @@ func TestNewValidation(t *testing.T) {
 		{"negative quota", wechatsim.Options{Apps: []wechatsim.App{app}, Quotas: map[string]wechatsim.Quota{"/x": {PerMinute: -1}}}, "quotas./x.per_minute: must be >= 0"},
 		{"negative latency", wechatsim.Options{Apps: []wechatsim.App{app}, Latency: -1}, "latency: must be >= 0"},
 		{"tiny ttl", wechatsim.Options{Apps: []wechatsim.App{app}, TokenTTL: time.Millisecond}, "token_ttl: must be at least 1s"},
+		{"negative rid records", wechatsim.Options{Apps: []wechatsim.App{app}, RidRecords: -1}, "rid_records: must be >= 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -52,6 +53,10 @@ func (s *Server) serveControl(st *state, w http.ResponseWriter, r *http.Request)
 	case "/sim/stats":
 		if methodIs(w, r, http.MethodGet) {
 			writeJSON(w, http.StatusOK, st.snapshot())
+		}
+	case "/sim/rids":
+		if methodIs(w, r, http.MethodGet) {
+			controlRids(st, w, r)
 		}
 	case "/sim/tokens":
 		if methodIs(w, r, http.MethodGet) {
@@ -135,6 +140,25 @@ func (s *Server) controlInvalidate(w http.ResponseWriter, appid string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"appid": appid, "invalidated": n})
+}
+
+// defaultRidsLimit is how many rids GET /sim/rids lists without a limit.
+const defaultRidsLimit = 100
+
+// controlRids answers GET /sim/rids?appid=&path=&limit=, the newest rids
+// first, as Server.Rids does.
+func controlRids(st *state, w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultRidsLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			badRequest(w, fmt.Errorf("limit: %q is not a positive integer", v))
+			return
+		}
+		limit = n
+	}
+	writeJSON(w, http.StatusOK, map[string][]string{"rids": st.rids(q.Get("appid"), q.Get("path"), limit)})
 }
 
 // controlAddFault answers POST /sim/faults with the fault as added.

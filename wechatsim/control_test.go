@@ -381,8 +381,11 @@ func TestConcurrentUse(t *testing.T) {
 				c := s.classic(miniID, miniSec)
 				wc, _ := s.weCom(corpID, agentSec2)
 				for _, tok := range []string{st, wc} {
-					if code := s.do("POST", "/cgi-bin/x?"+q("access_token", tok), "{}", "X-Request-Id", fmt.Sprintf("w%d-%d-%s", w, i, tok[:8])).errcode(); code != 0 {
+					a := s.do("POST", "/cgi-bin/x?"+q("access_token", tok), "{}", "X-Request-Id", fmt.Sprintf("w%d-%d-%s", w, i, tok[:8]))
+					if code := a.errcode(); code != 0 {
 						t.Errorf("API call: errcode %d", code)
+					} else if code := s.ridGet(tok, echoRid(t, a)).errcode(); code != 0 {
+						t.Errorf("rid/get of the call: errcode %d", code)
 					}
 				}
 				// A classic token may be superseded twice before we use it.
@@ -398,6 +401,7 @@ func TestConcurrentUse(t *testing.T) {
 					s.Stats()
 					s.Tokens()
 					s.get("/sim/stats")
+					s.Rids(appID, "", 10)
 				}
 				mu.Lock()
 				stables[st] = true

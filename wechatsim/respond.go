@@ -30,31 +30,42 @@ func styleOf(a *appState) style {
 	return styleWeChat
 }
 
-// errmsg builds the errmsg of code as the platform would at now for a client
-// at r.RemoteAddr.
-func errmsg(sty style, code int, now time.Time, r *http.Request) string {
+// message returns the errmsg text of code in the style sty, without suffix.
+func message(sty style, code int) string {
+	if m, ok := ridMessages[code]; ok {
+		return m
+	}
 	if sty == styleWeCom {
-		ip, _, err := net.SplitHostPort(r.RemoteAddr)
+		return wechat.WeComMessage(code)
+	}
+	return wechat.Message(code)
+}
+
+// errmsg builds the errmsg of code as the platform would at now for the
+// call w: WeChat's ends with the call's rid.
+func errmsg(sty style, code int, now time.Time, w *call) string {
+	if sty == styleWeCom {
+		ip, _, err := net.SplitHostPort(w.r.RemoteAddr)
 		if err != nil {
-			ip = r.RemoteAddr
+			ip = w.r.RemoteAddr
 		}
 		return fmt.Sprintf("%s, hint: [%d_%d_%016x%016x], from ip: %s, more info at https://open.work.weixin.qq.com/devtool/query?e=%d",
-			wechat.WeComMessage(code), now.Unix(), rand.IntN(100), rand.Uint64(), rand.Uint64(), ip, code)
+			message(sty, code), now.Unix(), rand.IntN(100), rand.Uint64(), rand.Uint64(), ip, code)
 	}
-	return fmt.Sprintf("%s rid: %x-%08x-%08x", wechat.Message(code), now.Unix(), rand.Uint32(), rand.Uint32())
+	return message(sty, code) + " rid: " + w.rid.String()
 }
 
 // fail answers errcode code in the style sty and counts it.
-func (st *state) fail(w http.ResponseWriter, r *http.Request, sty style, code int) {
-	st.failStatus(w, r, sty, code, http.StatusOK)
+func (st *state) fail(w *call, sty style, code int) {
+	st.failStatus(w, sty, code, http.StatusOK)
 }
 
 // failStatus is fail with an HTTP status other than WeChat's usual 200.
-func (st *state) failStatus(w http.ResponseWriter, r *http.Request, sty style, code, status int) {
+func (st *state) failStatus(w *call, sty style, code, status int) {
 	if code != 0 {
 		st.stats.errcodes.add(code, 1)
 	}
-	writeJSON(w, status, wechat.Response{ErrCode: code, ErrMsg: errmsg(sty, code, st.now(), r)})
+	writeJSON(w, status, wechat.Response{ErrCode: code, ErrMsg: errmsg(sty, code, st.now(), w)})
 }
 
 // writeJSON answers v as JSON with WeChat's content type.

@@ -10,6 +10,11 @@
 // sleeping. A control API under /sim/ (and the matching Go methods) drives the
 // clock, invalidates tokens, injects faults and reports what happened.
 //
+// Every answered WeChat call is recorded under a rid, the one its errmsg
+// ends with (and the echo of a business call carries), so that
+// /cgi-bin/openapi/rid/get can answer with what was sent, credentials
+// included, as WeChat may.
+//
 // wechatsim is not a fake of WeChat's business APIs: any other path is
 // answered with an echo of the request once its token and quota are checked.
 package wechatsim
@@ -42,6 +47,7 @@ const (
 	PathToken       = "/cgi-bin/token"
 	PathStableToken = "/cgi-bin/stable_token"
 	PathGetToken    = "/cgi-bin/gettoken"
+	PathRidGet      = "/cgi-bin/openapi/rid/get"
 )
 
 // App is one application the simulator knows. Kind is KindOfficial (the
@@ -68,8 +74,8 @@ type Quota struct {
 
 // Options configures a Server. The zero value of each field is usable: no
 // apps (which New refuses), no API quotas beyond the token endpoints'
-// defaults, no latency, DefaultTokenTTL and time.Now. New copies what it
-// keeps, so Options may be reused or changed afterwards.
+// defaults, no latency, DefaultTokenTTL, DefaultRidRecords and time.Now. New
+// copies what it keeps, so Options may be reused or changed afterwards.
 type Options struct {
 	// Apps are the applications whose credentials the token endpoints accept.
 	Apps []App
@@ -82,6 +88,11 @@ type Options struct {
 	// TokenTTL is the lifetime (expires_in) of newly minted tokens and tickets;
 	// 0 means DefaultTokenTTL. Short TTLs let refresh cycles run in seconds.
 	TokenTTL time.Duration
+	// RidRecords is how many of the newest calls rid/get can find; older
+	// ones are forgotten first, and so are any beyond 256 MiB of records
+	// (each field of a record keeps at most 64 KiB). 0 means
+	// DefaultRidRecords.
+	RidRecords int
 	// Now is the base clock; the simulator clock is Now() plus an offset that
 	// POST /sim/clock and Advance move forward. Nil means time.Now. It is
 	// called from concurrent requests.
@@ -108,7 +119,9 @@ type Server struct {
 	ttl     time.Duration
 	base    func() time.Time
 	seed    maphash.Seed
+	rids    int       // Options.RidRecords with its default
 	bufs    sync.Pool // *businessBuf
+	calls   sync.Pool // *call
 
 	st atomic.Pointer[state] // replaced wholesale by Reset
 }
@@ -118,6 +131,7 @@ type appConfig struct {
 	id      string
 	kind    string
 	secrets []string // one for WeChat apps; one per agent for WeCom
+	num     uint32   // 1 + its index in Server.order; records of calls use 0 for "no app"
 }
 
 // New validates opts and returns a Server in its start state. Errors name the
@@ -128,6 +142,7 @@ func New(opts Options) (*Server, error) {
 		quotas:  map[string]Quota{PathToken: {PerDay: 2000}, PathStableToken: {PerMinute: 10000, PerDay: 500000}},
 		latency: opts.Latency,
 		ttl:     opts.TokenTTL,
+		rids:    opts.RidRecords,
 		base:    opts.Now,
 		seed:    maphash.MakeSeed(),
 	}
@@ -153,7 +168,7 @@ func New(opts Options) (*Server, error) {
 		c, dup := s.apps[a.AppID]
 		switch {
 		case !dup:
-			c = &appConfig{id: a.AppID, kind: kind}
+			c = &appConfig{id: a.AppID, kind: kind, num: uint32(len(s.order) + 1)}
 			s.apps[a.AppID] = c
 			s.order = append(s.order, a.AppID)
 		case kind != KindWeCom || c.kind != KindWeCom:
@@ -182,10 +197,17 @@ func New(opts Options) (*Server, error) {
 	case s.ttl == 0:
 		s.ttl = DefaultTokenTTL
 	}
+	switch {
+	case s.rids < 0:
+		return nil, errors.New("wechatsim: rid_records: must be >= 0")
+	case s.rids == 0:
+		s.rids = DefaultRidRecords
+	}
 	if s.base == nil {
 		s.base = time.Now
 	}
 	s.bufs.New = newBusinessBuf
+	s.calls.New = newCall
 	s.st.Store(s.newState())
 	return s, nil
 }
@@ -199,7 +221,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.stats.apiCalls.add(path, 1)
+	c := s.calls.Get().(*call)
+	c.begin(w, r, st.now())
+	s.serveWeChat(st, c, r)
+	if !c.quiet {
+		c.drain()
+		st.ridLog.record(c, st.now())
+	}
+	c.end()
+	s.calls.Put(c)
+}
+
+// serveWeChat answers a call to a WeChat endpoint.
+func (s *Server) serveWeChat(st *state, w *call, r *http.Request) {
+	path := r.URL.Path
 	if s.latency > 0 && !sleep(r, s.latency) {
+		w.quiet = true
 		return
 	}
 	if f := st.faults.match(path); f != nil {
@@ -214,6 +251,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.stableToken(st, w, r)
 	case PathGetToken:
 		s.weComToken(st, w, r)
+	case PathRidGet:
+		s.withToken(st, w, r, s.ridGet)
 	case "/cgi-bin/ticket/getticket":
 		s.withToken(st, w, r, s.ticket)
 	case "/cgi-bin/openapi/quota/get":
@@ -260,8 +299,8 @@ func (s *Server) Advance(d time.Duration) error {
 }
 
 // Reset returns the simulator to its start state: tokens, tickets, quotas,
-// statistics, faults and the clock offset, as POST /sim/reset does. Requests
-// in flight finish against the old state.
+// statistics, faults, recorded calls and the clock offset, as POST
+// /sim/reset does. Requests in flight finish against the old state.
 func (s *Server) Reset() { s.st.Store(s.newState()) }
 
 // Invalidate kills every live classic, stable and WeCom token of appid (a

@@ -23,6 +23,7 @@ type state struct {
 
 	faults faultList
 	stats  stats
+	ridLog *ridLog
 }
 
 func (s *Server) newState() *state {
@@ -30,6 +31,7 @@ func (s *Server) newState() *state {
 		base:   s.base,
 		apps:   make(map[string]*appState, len(s.apps)),
 		tokens: make(map[string]*record),
+		ridLog: newRidLog(s.rids, ridChunkSize, ridChunks),
 	}
 	for id, c := range s.apps {
 		st.apps[id] = &appState{

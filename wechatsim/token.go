@@ -69,10 +69,11 @@ func checkCredentials(a *appState, appid, secret string) int {
 
 // classicToken answers GET /cgi-bin/token: every success mints a new token and
 // supersedes the previous one (5-minute overlap).
-func (s *Server) classicToken(st *state, w http.ResponseWriter, r *http.Request) {
+func (s *Server) classicToken(st *state, w *call, r *http.Request) {
 	q := r.URL.Query()
 	appid := q.Get("appid")
 	a := st.wechatApp(appid)
+	w.app = a
 	if a != nil {
 		a.fetchClassic.Add(1)
 	}
@@ -85,7 +86,7 @@ func (s *Server) classicToken(st *state, w http.ResponseWriter, r *http.Request)
 		code = s.takeQuota(a, PathToken, now)
 	}
 	if code != 0 {
-		st.fail(w, r, styleWeChat, code)
+		st.fail(w, styleWeChat, code)
 		return
 	}
 	a.mu.Lock()
@@ -109,22 +110,23 @@ type stableRequest struct {
 // without killing the old one. A forced refresh supersedes the current token
 // like a classic fetch, budgeted per day and spaced; over budget it falls back
 // to normal mode without an error.
-func (s *Server) stableToken(st *state, w http.ResponseWriter, r *http.Request) {
+func (s *Server) stableToken(st *state, w *call, r *http.Request) {
 	if r.Method != http.MethodPost {
-		st.fail(w, r, styleWeChat, wechat.CodeRequirePOST)
+		st.fail(w, styleWeChat, wechat.CodeRequirePOST)
 		return
 	}
 	var req stableRequest
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxControlBody))
+	body, err := io.ReadAll(io.LimitReader(w.body(), maxControlBody))
 	if err == nil {
 		err = json.Unmarshal(body, &req)
 	}
 	if err != nil {
 		// Form-encoded or otherwise non-JSON bodies read as "no appid".
-		st.fail(w, r, styleWeChat, wechat.CodeAppIDMissing)
+		st.fail(w, styleWeChat, wechat.CodeAppIDMissing)
 		return
 	}
 	a := st.wechatApp(req.AppID)
+	w.app = a
 	switch {
 	case a == nil:
 	case req.ForceRefresh:
@@ -141,7 +143,7 @@ func (s *Server) stableToken(st *state, w http.ResponseWriter, r *http.Request) 
 		code = s.takeQuota(a, PathStableToken, now)
 	}
 	if code != 0 {
-		st.fail(w, r, styleWeChat, code)
+		st.fail(w, styleWeChat, code)
 		return
 	}
 	rotateBelow := min(overlap, int64(s.ttl/2))
@@ -170,10 +172,11 @@ func (a *appState) mayForce(now int64) bool {
 
 // weComToken answers WeCom's GET /cgi-bin/gettoken: one token per corpid and
 // corpsecret, the same one while it is valid.
-func (s *Server) weComToken(st *state, w http.ResponseWriter, r *http.Request) {
+func (s *Server) weComToken(st *state, w *call, r *http.Request) {
 	q := r.URL.Query()
 	corpid, secret := q.Get("corpid"), q.Get("corpsecret")
 	a := st.weComApp(corpid)
+	w.app = a
 	if a != nil {
 		a.fetchWeCom.Add(1)
 	}
@@ -193,7 +196,7 @@ func (s *Server) weComToken(st *state, w http.ResponseWriter, r *http.Request) {
 		code = s.takeQuota(a, PathGetToken, now)
 	}
 	if code != 0 {
-		st.fail(w, r, styleWeCom, code)
+		st.fail(w, styleWeCom, code)
 		return
 	}
 	a.mu.Lock()

@@ -2,7 +2,7 @@
 // its own port, for integration tests of anything that talks to WeChat:
 //
 //	wechatsim [-listen ADDR] [-config FILE] [-app APPID:SECRET]... [-wecom CORPID:SECRET]...
-//	          [-latency D] [-token-ttl D]
+//	          [-latency D] [-token-ttl D] [-rid-records N]
 //
 // It prints "wechatsim listening on http://ADDR" once it accepts connections
 // and stops gracefully on SIGINT or SIGTERM.
@@ -45,12 +45,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("wechatsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		listen   = fs.String("listen", "127.0.0.1:8081", "listen `address`")
-		config   = fs.String("config", "", "YAML configuration `file` (apps, quotas, latency, token_ttl)")
-		latency  = fs.Duration("latency", 0, "added to every WeChat answer, e.g. 20ms")
-		tokenTTL = fs.Duration("token-ttl", 0, "expires_in of new tokens (default 7200s)")
-		apps     appFlag
-		corps    appFlag
+		listen     = fs.String("listen", "127.0.0.1:8081", "listen `address`")
+		config     = fs.String("config", "", "YAML configuration `file` (apps, quotas, latency, token_ttl, rid_records)")
+		latency    = fs.Duration("latency", 0, "added to every WeChat answer, e.g. 20ms")
+		tokenTTL   = fs.Duration("token-ttl", 0, "expires_in of new tokens (default 7200s)")
+		ridRecords = fs.Int("rid-records", 0, "how many of the newest calls /cgi-bin/openapi/rid/get can find (default 100000)")
+		apps       appFlag
+		corps      appFlag
 	)
 	apps.kind, corps.kind = wechatsim.KindOfficial, wechatsim.KindWeCom
 	fs.Var(&apps, "app", "official account or mini program `APPID:SECRET` (repeatable)")
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			opts.Latency = *latency
 		case "token-ttl":
 			opts.TokenTTL = *tokenTTL
+		case "rid-records":
+			opts.RidRecords = *ridRecords
 		}
 	})
 	if len(opts.Apps) == 0 {

@@ -135,6 +135,7 @@ func TestRunErrors(t *testing.T) {
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined: -nope"},
 		{"bad duration", []string{"-app", "a:b", "-latency", "soon"}, "invalid value"},
 		{"negative ttl", []string{"-app", "a:b", "-token-ttl", "-1s"}, "token_ttl"},
+		{"negative rid records", []string{"-app", "a:b", "-rid-records", "-5"}, "rid_records"},
 		{"stray argument", []string{"-app", "a:b", "serve"}, `unexpected argument "serve"`},
 		{"bad config", []string{"-config", badConfig}, "latencyy: unknown key"},
 		{"missing config", []string{"-config", filepath.Join(dir, "none.yaml")}, "none.yaml"},
