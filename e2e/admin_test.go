@@ -111,7 +111,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 	before := s.stats(t).TokenFetches[appID]["stable_forced"]
 	code, body := authed(t, "POST", p.admin+"/admin/apps/main/refresh", adminToken)
-	if code != 200 || !strings.Contains(string(body), `"refreshed": true`) {
+	if code != 200 || !strings.Contains(string(body), `"refreshed":true`) {
 		t.Errorf("refresh: %d %s", code, body)
 	}
 	if got := s.stats(t).TokenFetches[appID]["stable_forced"]; got != before+1 {

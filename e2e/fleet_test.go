@@ -177,6 +177,7 @@ func TestFleetQuotas(t *testing.T) {
       token_fetch_per_day: 2
       apis:
         /cgi-bin/q: {per_minute: 60, burst: 10}
+        /cgi-bin/lim: {}
 `))
 	var ok, limited atomic.Int64
 	var wg sync.WaitGroup
@@ -316,7 +317,7 @@ func TestFleetBreakerView(t *testing.T) {
 	})
 	_, _, b := get(t, ps[2].admin+"/admin/breakers")
 	seen := map[string]bool{}
-	for _, part := range strings.Split(string(b), `"replica": "`)[1:] {
+	for _, part := range strings.Split(string(b), `"replica":"`)[1:] {
 		seen[part[:strings.IndexByte(part, '"')]] = true
 	}
 	if len(seen) != 3 {

@@ -36,10 +36,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build compiles both binaries once per test run.
+// build compiles both binaries once per test run. WXPROXY_E2E_WXPROXY
+// names a prebuilt wxproxy to test instead (for example one built from an
+// older commit, to show that a test fails there).
 func build(tb testing.TB) {
 	tb.Helper()
 	bins.once.Do(func() {
+		defer func() {
+			if p := os.Getenv("WXPROXY_E2E_WXPROXY"); p != "" && bins.err == nil {
+				bins.wxproxy = p
+			}
+		}()
 		bins.dir, bins.err = os.MkdirTemp("", "wxproxy-e2e-")
 		if bins.err != nil {
 			return

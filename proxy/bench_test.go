@@ -144,7 +144,11 @@ func BenchmarkProxyEndToEnd(b *testing.B) {
 		io.WriteString(w, okBody)
 	}))
 	defer upstream.Close()
-	p := benchProxy(b, proxy.NewTransport(10*time.Second), upstream.URL)
+	tr, err := proxy.NewTransport(proxy.TransportOptions{Timeout: 10 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := benchProxy(b, tr, upstream.URL)
 	front := httptest.NewServer(p)
 	defer front.Close()
 	client := front.Client()

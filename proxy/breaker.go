@@ -37,8 +37,12 @@ type Breaker struct {
 	cb       atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
 	settings atomic.Pointer[BreakerSettings]
 
-	mu    sync.Mutex
-	since time.Time // when the state last changed
+	mu      sync.Mutex
+	since   time.Time         // when the state last changed
+	pending []gobreaker.State // changes not yet reported to onChange
+
+	hasPending atomic.Bool // pending is not empty
+	notifyMu   sync.Mutex  // keeps onChange calls in order
 }
 
 // NewBreaker returns a closed breaker for app. onChange, if set, is called
@@ -67,31 +71,62 @@ func (b *Breaker) Update(s BreakerSettings) {
 			}
 			return s.MinRequests > 0 && c.Requests >= s.MinRequests && float64(c.TotalFailures) >= s.FailureRatio*float64(c.Requests)
 		},
-		OnStateChange: func(_ string, _, to gobreaker.State) {
-			b.mu.Lock()
-			b.since = b.now()
-			b.mu.Unlock()
-			if b.onChange != nil {
-				b.onChange(b.app, to)
-			}
-		},
+		// gobreaker calls this with its mutex held: only record the
+		// change here; onChange runs later, outside it (notify).
+		OnStateChange: func(_ string, _, to gobreaker.State) { b.changed(to) },
 		// A caller that went away says nothing about WeChat.
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 	}
 	old := b.cb.Swap(gobreaker.NewTwoStepCircuitBreaker[struct{}](st))
 	if old != nil && old.State() != gobreaker.StateClosed {
-		b.mu.Lock()
-		b.since = b.now()
-		b.mu.Unlock()
-		if b.onChange != nil {
-			b.onChange(b.app, gobreaker.StateClosed)
-		}
+		b.changed(gobreaker.StateClosed)
+	}
+	b.notify()
+}
+
+// changed records a state change; it may run under gobreaker's mutex.
+func (b *Breaker) changed(to gobreaker.State) {
+	b.mu.Lock()
+	b.since = b.now()
+	if b.onChange != nil {
+		b.pending = append(b.pending, to)
+		b.hasPending.Store(true)
+	}
+	b.mu.Unlock()
+}
+
+// notify reports recorded state changes to onChange, in order, outside
+// gobreaker's mutex, so a slow onChange (a log write) never stalls the
+// requests of the app. It costs one atomic load when nothing changed.
+func (b *Breaker) notify() {
+	if !b.hasPending.Load() {
+		return
+	}
+	b.notifyMu.Lock()
+	defer b.notifyMu.Unlock()
+	b.mu.Lock()
+	changes := b.pending
+	b.pending = nil
+	b.hasPending.Store(false)
+	b.mu.Unlock()
+	for _, to := range changes {
+		b.onChange(b.app, to)
 	}
 }
 
 // Allow asks to make one upstream call. done must be called with the
-// outcome: nil, errFailure, or the caller's context error.
-func (b *Breaker) Allow() (done func(error), err error) { return b.cb.Load().Allow() }
+// outcome: nil, errFailure, or the caller's context error; then Settle.
+func (b *Breaker) Allow() (done func(error), err error) {
+	done, err = b.cb.Load().Allow()
+	if err != nil {
+		b.notify()
+	}
+	return done, err
+}
+
+// Settle reports state changes caused by the last calls; the proxy calls
+// it after every done.
+func (b *Breaker) Settle() { b.notify() }
 
 // BreakerState is a snapshot for the admin API.
 type BreakerState struct {
@@ -105,6 +140,7 @@ type BreakerState struct {
 func (b *Breaker) State() BreakerState {
 	cb := b.cb.Load()
 	st := cb.State() // moves open → half-open when the timeout has passed
+	b.notify()
 	b.mu.Lock()
 	since := b.since
 	b.mu.Unlock()

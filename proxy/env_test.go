@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
@@ -58,6 +59,11 @@ type envOptions struct {
 	access         proxy.Access
 	registry       *prometheus.Registry
 	simQuotas      map[string]wechatsim.Quota
+	maxBuffered    int64
+	bodyTimeout    time.Duration
+	upTimeout      time.Duration
+	upstream       string // instead of the simulator, for apps' requests (token fetches still go to the simulator)
+	onBreaker      func(app string, to gobreaker.State)
 }
 
 func newEnv(tb testing.TB, o envOptions) *env {
@@ -74,6 +80,9 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	simSrv := httptest.NewServer(sim)
 	tb.Cleanup(simSrv.Close)
 	up, _ := url.Parse(simSrv.URL)
+	if o.upstream != "" {
+		up, _ = url.Parse(o.upstream)
+	}
 
 	if o.mode == "" {
 		o.mode = token.Stable
@@ -102,6 +111,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	}
 	var apps []*proxy.App
 	for _, s := range specs {
+		name := s.name
 		onRefresh := func(token.Reason, error) {}
 		if e.metrics != nil {
 			name := s.name
@@ -109,7 +119,8 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		}
 		c, err := token.New(token.Options{
 			App: s.name, Mode: s.mode, Logger: logger, OnRefresh: onRefresh,
-			Fetcher: &token.HTTPFetcher{Mode: s.mode, Upstream: simSrv.URL, AppID: s.appid, Secret: s.secret, Client: client},
+			OnInstall: func(v string) { e.proxy.HoldToken(name, v) },
+			Fetcher:   &token.HTTPFetcher{Mode: s.mode, Upstream: simSrv.URL, AppID: s.appid, Secret: s.secret, Client: client},
 		})
 		if err != nil {
 			tb.Fatal(err)
@@ -122,7 +133,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 				app.Quotas = e.limiter
 			}
 			if o.breaker != nil {
-				app.Breaker = proxy.NewBreaker("main", *o.breaker, nil)
+				app.Breaker = proxy.NewBreaker("main", *o.breaker, o.onBreaker)
 				e.breaker = app.Breaker
 			}
 		}
@@ -132,12 +143,15 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		Apps: apps, DefaultApp: o.defaultApp, Logger: logger,
 		RetryBodyBytes: o.retryBodyBytes, MaxBodyBytes: o.maxBodyBytes, Transport: o.transport,
 		Access: o.access, Metrics: e.metrics, Registry: reg,
+		MaxBufferedBytes: o.maxBuffered, BodyReadTimeout: o.bodyTimeout, UpstreamTimeout: o.upTimeout,
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	e.proxy = p
-	srv := httptest.NewServer(p)
+	srv := httptest.NewUnstartedServer(p)
+	srv.Config.DisableGeneralOptionsHandler = true // "OPTIONS *" reaches the proxy, as in wxproxy serve
+	srv.Start()
 	tb.Cleanup(srv.Close)
 	e.url = srv.URL
 	if !o.noStartup {
@@ -184,7 +198,7 @@ func (e *env) do(tb testing.TB, method, path string, body []byte, hdr ...string)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := noRedirects.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -205,6 +219,9 @@ func (e *env) get(tb testing.TB, path string, hdr ...string) *answer {
 	tb.Helper()
 	return e.do(tb, http.MethodGet, path, nil, hdr...)
 }
+
+// noRedirects is a client that shows a redirect instead of following it.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // simPost calls the simulator's control API.
 func (e *env) simPost(tb testing.TB, path, body string) {

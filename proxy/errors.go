@@ -28,6 +28,7 @@ const (
 	KindBlockedPath      Kind = "blocked_path"
 	KindBodyTooLarge     Kind = "body_too_large"
 	KindBadRequest       Kind = "bad_request"
+	KindBodyTimeout      Kind = "body_timeout" // answered as bad_request with 408
 )
 
 // Error is an error wxproxy answers itself, in WeChat's JSON shape. Msg is
@@ -68,6 +69,13 @@ var answers = map[Kind]answer{
 	KindBlockedPath:      {http.StatusForbidden, wechat.CodeUnauthorized, "blocked_path"},
 	KindBodyTooLarge:     {http.StatusRequestEntityTooLarge, wechat.CodeEmptyPostData, "body_too_large"},
 	KindBadRequest:       {http.StatusBadRequest, wechat.CodeDataFormat, "bad_request"},
+	KindBodyTimeout:      {http.StatusRequestTimeout, wechat.CodeDataFormat, "bad_request"},
+}
+
+// callersFault reports whether e is the caller's own doing (a bad or slow
+// body), which must never count against WeChat.
+func (e *Error) callersFault() bool {
+	return e.Kind == KindBadRequest || e.Kind == KindBodyTimeout || e.Kind == KindBodyTooLarge
 }
 
 // classify turns any error met while serving a request into an *Error.

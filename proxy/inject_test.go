@@ -1,6 +1,12 @@
 package proxy
 
-import "testing"
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/wxproxy/wxproxy/token"
+)
 
 func TestInjectToken(t *testing.T) {
 	tests := []struct{ name, in, tok, want string }{
@@ -68,19 +74,40 @@ func TestClassifyPath(t *testing.T) {
 }
 
 func TestPlaceholderApp(t *testing.T) {
+	up := &url.URL{Scheme: "http", Host: "127.0.0.1:1"}
+	tokens, err := token.New(token.Options{Mode: token.Classic, Fetcher: &token.HTTPFetcher{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	main := &App{Name: "main", AppID: "wx1", Secret: "secret-1", Upstream: up, Tokens: tokens}
+	other := &App{Name: "other", AppID: "wx2", Secret: "secret-2", Upstream: up, Tokens: tokens}
+	p, err := New(Options{Apps: []*App{main, other}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := main.Placeholder()
+	forged := "wxp.other." + strings.TrimPrefix(good, "wxp.main.") // main's nonce and MAC under another name
+	flipped := good[:len(good)-1] + string(good[len(good)-1]^1)
 	tests := []struct {
-		tok, app string
-		ok       bool
+		tok   string
+		app   *App
+		looks bool
 	}{
-		{"wxp.main.abc", "main", true},
-		{"wxp.main.", "main", true},
-		{"wxp..abc", "", false},
-		{"wxp.main", "", false},
-		{"86_realtoken", "", false},
+		{good, main, true},
+		{good, main, true}, // again, from the cache of the last one verified
+		{other.Placeholder(), other, true},
+		{forged, nil, true},
+		{flipped, nil, true},
+		{"wxp.main.abc", nil, true},
+		{"wxp.main.", nil, true},
+		{"wxp.gone." + strings.TrimPrefix(good, "wxp.main."), nil, true},
+		{"wxp..abc", nil, true},
+		{"86_realtoken", nil, false},
+		{"", nil, false},
 	}
 	for _, tt := range tests {
-		if app, ok := placeholderApp(tt.tok); app != tt.app || ok != tt.ok {
-			t.Errorf("placeholderApp(%q) = %q, %v; want %q, %v", tt.tok, app, ok, tt.app, tt.ok)
+		if app, looks := p.placeholderApp(tt.tok); app != tt.app || looks != tt.looks {
+			t.Errorf("placeholderApp(%q) = %v, %v; want %v, %v", tt.tok, app, looks, tt.app, tt.looks)
 		}
 	}
 }

@@ -1,20 +1,13 @@
 package proxy
 
 import (
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/wxproxy/wxproxy/wechat"
 )
-
-// placeholderPrefix starts every token this proxy hands to SDKs. A later
-// request carrying one is routed to its app and gets the real token.
-const placeholderPrefix = "wxp."
 
 // placeholderTTL is the expires_in of placeholder answers. The placeholder
 // never stops working; SDKs merely ask again after this.
@@ -35,9 +28,7 @@ func (p *Proxy) answerToken(w http.ResponseWriter, r *http.Request, c *call, app
 		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	c.app, c.local = app, true
-	b := make([]byte, 18)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	placeholder := placeholderPrefix + app.Name + "." + base64.RawURLEncoding.EncodeToString(b)
+	placeholder := app.Placeholder()
 	w.Header().Set("Content-Type", jsonContentType)
 	if kind == pathGetToken {
 		writeJSON(w, wechat.TokenResponse{Response: wechat.Response{ErrCode: 0, ErrMsg: "ok"}, AccessToken: placeholder, ExpiresIn: placeholderTTL})
@@ -80,26 +71,34 @@ func (p *Proxy) tokenApp(r *http.Request, kind pathKind) (*App, error) {
 	if len(apps) == 1 {
 		return apps[0], nil
 	}
-	for _, a := range apps {
-		if subtle.ConstantTimeCompare([]byte(a.Secret), []byte(secret)) == 1 {
-			return a, nil
-		}
-	}
 	if len(apps) > 1 {
-		return nil, &Error{Kind: KindUnknownApp, Msg: "several apps share this corpid and the corpsecret matches none; use the path prefix /{app}/"}
+		return p.matchSecret(r, apps, secret)
 	}
 	return nil, &Error{Kind: KindUnknownApp, Msg: "invalid appid: no configured app has this appid"}
 }
 
-// placeholderApp returns the app name inside a placeholder token.
-func placeholderApp(tok string) (string, bool) {
-	rest, ok := strings.CutPrefix(tok, placeholderPrefix)
-	if !ok {
-		return "", false
+// maxSecretMisses is how many wrong corpsecrets a caller address may send
+// a minute before the token endpoint answers it 429 without comparing.
+const maxSecretMisses = 10
+
+// matchSecret picks, among WeCom apps sharing a corpid, the one whose
+// corpsecret the caller sent, compared in constant time. Wrong guesses are
+// throttled per caller address, so the endpoint is no oracle for guessing
+// secrets: a blocked address is refused before any comparison.
+func (p *Proxy) matchSecret(r *http.Request, apps []*App, secret string) (*App, error) {
+	ip := remoteIP(r)
+	if blocked, retry := p.misses.blocked(ip); blocked {
+		return nil, &Error{Kind: KindRateLimited, Msg: "too many wrong corpsecrets from your address; retry after Retry-After seconds", RetryAfter: retry}
 	}
-	name, _, ok := strings.Cut(rest, ".")
-	if !ok || name == "" {
-		return "", false
+	var found *App
+	for _, a := range apps {
+		if subtle.ConstantTimeCompare([]byte(a.Secret), []byte(secret)) == 1 {
+			found = a
+		}
 	}
-	return name, true
+	if found == nil {
+		p.misses.miss(ip)
+		return nil, &Error{Kind: KindUnknownApp, Msg: "several apps share this corpid and the corpsecret matches none; use the path prefix /{app}/"}
+	}
+	return found, nil
 }

@@ -73,6 +73,7 @@ func (p *Proxy) logAccess(r *http.Request, c *call, status int, d time.Duration)
 		slog.Bool("retried", c.retried),
 		slog.String("caller", caller),
 		slog.String("request_id", c.reqID),
+		slog.String("outcome", c.outcome()),
 	}
 	if c.hasCode {
 		attrs = append(attrs, slog.Int("errcode", c.errcode))

@@ -24,6 +24,7 @@ type Metrics struct {
 	rejections   *prometheus.CounterVec
 	wechatErrors *prometheus.CounterVec
 	storeErrors  *prometheus.CounterVec
+	scrubbed     *prometheus.CounterVec
 
 	mu    sync.RWMutex
 	apis  map[string]bool // label-worthy API paths
@@ -52,10 +53,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Non-zero errcodes answered by WeChat."}, []string{"app", "api", "errcode"}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_store_errors_total",
 			Help: "Failed store operations (token store, quota store)."}, []string{"op"}),
+		scrubbed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_scrubbed_total",
+			Help: "Answers in which a held credential was replaced before reaching the caller."}, []string{"app"}),
 		apis:  make(map[string]bool),
 		codes: make(map[int]string),
 	}
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.refreshes, m.retries, m.rejections, m.wechatErrors, m.storeErrors)
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.refreshes, m.retries, m.rejections, m.wechatErrors, m.storeErrors, m.scrubbed)
 	for _, api := range wechat.WellKnownAPIs {
 		m.apis[api] = true
 	}
@@ -67,7 +70,7 @@ func (m *Metrics) SetAPIs(apis []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, a := range apis {
-		m.apis[a] = true
+		m.apis[apiKey(a)] = true
 	}
 }
 
@@ -129,6 +132,8 @@ func (m *Metrics) observeRetry(app string, code int) {
 	m.retries.WithLabelValues(app, m.code(code)).Inc()
 }
 
+func (m *Metrics) observeScrubbed(app string) { m.scrubbed.WithLabelValues(app).Inc() }
+
 func (m *Metrics) observeRejection(app, path, scope string) {
 	m.rejections.WithLabelValues(app, m.api(path), scope).Inc()
 }
@@ -139,11 +144,13 @@ type gauges struct {
 	p   *Proxy
 	ttl *prometheus.Desc
 	brk *prometheus.Desc
+	buf *prometheus.Desc
 }
 
-func (g *gauges) Describe(ch chan<- *prometheus.Desc) { ch <- g.ttl; ch <- g.brk }
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) { ch <- g.ttl; ch <- g.brk; ch <- g.buf }
 
 func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(g.buf, prometheus.GaugeValue, float64(g.p.Buffered()))
 	now := g.p.now()
 	for _, a := range g.p.appList {
 		ttl := 0.0

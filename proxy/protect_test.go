@@ -72,7 +72,9 @@ func TestQuotaWaitMode(t *testing.T) {
 
 func TestUpstreamQuotaRemembered(t *testing.T) {
 	e := newEnv(t, envOptions{
-		quotas:    &ratelimit.Settings{RespectUpstream: true},
+		// Listed (with no local limit) so its exhaustion is remembered:
+		// unlisted, unknown APIs share one quota key and are not.
+		quotas:    &ratelimit.Settings{RespectUpstream: true, APIs: map[string]ratelimit.Limit{"/cgi-bin/limited": {}}},
 		simQuotas: map[string]wechatsim.Quota{"/cgi-bin/limited": {PerDay: 1}},
 	})
 	if a := e.get(t, "/cgi-bin/limited"); a.ErrCode != 0 {

@@ -24,6 +24,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -76,7 +77,9 @@ type App struct {
 	Quotas   Quotas   // nil = no local limits
 	Breaker  *Breaker // nil = no breaker
 
-	fp atomic.Pointer[fpCache] // last logged token fingerprint
+	fp     atomic.Pointer[fpCache] // last logged token fingerprint
+	phKey  []byte                  // placeholder MAC key, set by New
+	lastPH atomic.Pointer[string]  // last placeholder verified
 }
 
 // App kinds.
@@ -89,13 +92,22 @@ const (
 // Options configures a Proxy. Zero values take the defaults noted.
 type Options struct {
 	Apps           []*App
-	DefaultApp     string            // app for requests that name none; "" = none
-	MaxBodyBytes   int64             // default 10 MiB
-	RetryBodyBytes int64             // default 2 MiB
-	Transport      http.RoundTripper // default NewTransport(10 * time.Second)
-	Logger         *slog.Logger      // access lines at Info; default discard
-	Now            func() time.Time  // default time.Now
-	Access         Access            // who may call; the zero value allows everyone
+	DefaultApp     string // app for requests that name none; "" = none
+	MaxBodyBytes   int64  // default 10 MiB
+	RetryBodyBytes int64  // default 2 MiB
+	// MaxBufferedBytes bounds all request bodies buffered at once for
+	// replay; past it bodies stream. Default 256 MiB.
+	MaxBufferedBytes int64
+	// BodyReadTimeout bounds the time a caller may take to send its body
+	// (408 after it); 0 = no bound.
+	BodyReadTimeout time.Duration
+	// UpstreamTimeout bounds the wait for WeChat's answer headers and the
+	// errcode peek of its body. Default 10 s.
+	UpstreamTimeout time.Duration
+	Transport       http.RoundTripper // default NewTransport(TransportOptions{Timeout: UpstreamTimeout})
+	Logger          *slog.Logger      // access lines at Info; default discard
+	Now             func() time.Time  // default time.Now
+	Access          Access            // who may call; the zero value allows everyone
 	// Metrics, if set, receives the request metrics; Registry, if set,
 	// gets the token TTL and breaker state gauges of these apps.
 	Metrics  *Metrics
@@ -116,6 +128,12 @@ type Proxy struct {
 	ids       idGen
 	metrics   *Metrics
 	access    atomic.Pointer[access]
+
+	bodyTimeout time.Duration
+	upTimeout   time.Duration
+	buffers     buffers
+	misses      missThrottle
+	held        *held
 }
 
 // New returns a Proxy for opts.Apps.
@@ -138,6 +156,7 @@ func New(opts Options) (*Proxy, error) {
 		if _, dup := p.apps[a.Name]; dup {
 			return nil, fmt.Errorf("proxy: duplicate app %q", a.Name)
 		}
+		a.phKey = placeholderKey(a.Name, a.AppID, a.Secret)
 		p.apps[a.Name] = a
 		p.appList = append(p.appList, a)
 		p.byAppID[a.AppID] = append(p.byAppID[a.AppID], a)
@@ -160,9 +179,22 @@ func New(opts Options) (*Proxy, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.bodyTimeout, p.upTimeout = opts.BodyReadTimeout, opts.UpstreamTimeout
+	if p.upTimeout <= 0 {
+		p.upTimeout = 10 * time.Second
+	}
+	p.buffers.budget = opts.MaxBufferedBytes
+	if p.buffers.budget <= 0 {
+		p.buffers.budget = 256 << 20
+	}
+	p.misses = missThrottle{limit: maxSecretMisses, now: p.now}
+	p.held = newHeld(p.appList)
 	transport := opts.Transport
 	if transport == nil {
-		transport = NewTransport(10 * time.Second)
+		var err error
+		if transport, err = NewTransport(TransportOptions{Timeout: p.upTimeout}); err != nil {
+			return nil, err
+		}
 	}
 	p.ids.init()
 	p.metrics = opts.Metrics
@@ -171,46 +203,75 @@ func New(opts Options) (*Proxy, error) {
 		g := &gauges{p: p,
 			ttl: prometheus.NewDesc("wxproxy_token_ttl_seconds", "Seconds the current token has left (0 = none).", []string{"app"}, nil),
 			brk: prometheus.NewDesc("wxproxy_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", []string{"app"}, nil),
+			buf: prometheus.NewDesc("wxproxy_buffered_body_bytes", "Bytes of request bodies held for replay right now (bounded by max_buffered_bytes).", nil, nil),
 		}
 		if err := opts.Registry.Register(g); err != nil {
 			return nil, fmt.Errorf("proxy: register gauges: %w", err)
 		}
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		Transport:    &retryTransport{next: transport, p: p},
-		BufferPool:   newBufferPool(),
-		ErrorHandler: p.upstreamError,
+		Rewrite:        p.rewrite,
+		Transport:      &retryTransport{next: transport, p: p},
+		ModifyResponse: p.scrubAnswer,
+		BufferPool:     newBufferPool(),
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 	return p, nil
 }
 
+// TransportOptions configures NewTransport.
+type TransportOptions struct {
+	// Timeout bounds the wait for WeChat's answer headers (a long media
+	// download is not cut off). Default 10 s.
+	Timeout time.Duration
+	// Proxy, if set, is the HTTP proxy (http://host:port) all upstream
+	// traffic goes through, with CONNECT for https. Proxy environment
+	// variables (HTTP_PROXY, ...) are never used: an egress route is a
+	// decision, not an accident of the environment.
+	Proxy string
+}
+
 // NewTransport returns the upstream transport: a keep-alive pool sized for
-// a busy proxy, with upstreamTimeout bounding the wait for WeChat's answer
-// headers (a long media download is not cut off).
-func NewTransport(upstreamTimeout time.Duration) *http.Transport {
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: upstreamTimeout,
-		ExpectContinueTimeout: time.Second,
+// a busy proxy. It never follows redirects (no http.RoundTripper does) and
+// never reads proxy settings from the environment.
+func NewTransport(o TransportOptions) (*http.Transport, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
 	}
+	t := &http.Transport{
+		Proxy:                  nil, // explicit: no HTTP_PROXY from the environment
+		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    512,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    5 * time.Second,
+		ResponseHeaderTimeout:  o.Timeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	if o.Proxy != "" {
+		u, err := url.Parse(o.Proxy)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, errors.New("proxy: upstream_proxy must be an http:// or https:// URL with a host")
+		}
+		t.Proxy = http.ProxyURL(u)
+	}
+	return t, nil
 }
 
 // call is the state of one request, shared by the handler, the rewrite and
 // the retry transport through the request context.
 type call struct {
 	app     *App
-	path    string // path without the app prefix
-	rawPath string // its escaped form, when it differs
+	path    string // cleaned path without the app prefix: what is forwarded
+	api     string // its classification key: lower-case, no trailing "/"
+	query   string // raw query without a fragment
 	mode    mode
 	token   string // the token injected, for compare-and-refresh
 	body    []byte // the buffered body, when it can be replayed
+	held    *heldBody
 	replay  bool
 	reqID   string
 	caller  string // key name, or the caller's IP
@@ -220,9 +281,13 @@ type call struct {
 	local   bool // answered by wxproxy itself (token endpoints)
 
 	// Allocated with the call rather than on their own.
-	rec      recorder
-	reqIDHdr [1]string
-	err      *Error // the wxproxy error answered, if any
+	rec           recorder
+	reqIDHdr      [1]string
+	cbody         callerBody
+	clearDeadline *http.ResponseController // set while a body read deadline is armed
+	err           *Error                   // the wxproxy error answered, if any
+	scrubbed      bool                     // a credential was replaced in the answer
+	copyErr       bool                     // the answer broke off while being copied
 }
 
 type callKey struct{}
@@ -245,23 +310,38 @@ const (
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := p.now()
 	c := &call{reqID: r.Header.Get(headerReqID)}
-	if c.reqID == "" {
+	if c.reqID == "" || len(c.reqID) > 128 {
 		c.reqID = p.ids.next()
 	}
 	c.rec.ResponseWriter = w
 	rec := &c.rec
+	defer func() {
+		// ReverseProxy aborts with http.ErrAbortHandler when copying the
+		// answer fails; the request is still logged and counted, as such.
+		v := recover()
+		if v != nil {
+			c.copyErr = true
+		}
+		p.buffers.release(c.held)
+		d := p.now().Sub(start)
+		if p.metrics != nil {
+			app := "unknown"
+			if c.app != nil {
+				app = c.app.Name
+			}
+			p.metrics.observeRequest(app, c.api, rec.status, c.outcome(), d)
+			if c.scrubbed {
+				p.metrics.observeScrubbed(app)
+			}
+		}
+		p.logAccess(r, c, rec.status, d)
+		if v != nil {
+			panic(v)
+		}
+	}()
 	if err := p.serve(rec, r, c); err != nil {
 		p.fail(rec, r, c, err)
 	}
-	d := p.now().Sub(start)
-	if p.metrics != nil {
-		app := "unknown"
-		if c.app != nil {
-			app = c.app.Name
-		}
-		p.metrics.observeRequest(app, c.path, rec.status, c.outcome(), d)
-	}
-	p.logAccess(r, c, rec.status, d)
 }
 
 // outcome is the metrics label of how a request ended.
@@ -269,6 +349,8 @@ func (c *call) outcome() string {
 	switch {
 	case c.err != nil:
 		return string(c.err.Kind)
+	case c.copyErr:
+		return "aborted"
 	case c.local:
 		return "local"
 	case c.hasCode && c.errcode != 0:
@@ -278,7 +360,11 @@ func (c *call) outcome() string {
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
-	c.path = r.URL.Path
+	t, err := cleanTarget(r)
+	if err != nil {
+		return err
+	}
+	c.path, c.api, c.query = t.path, apiKey(t.path), t.query
 	key, err := p.access.Load().admit(r)
 	if key != nil {
 		c.caller = key.Name
@@ -293,7 +379,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
 	if app != nil && !key.mayUse(app.Name) {
 		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
-	switch kind := classifyPath(c.path); kind {
+	switch kind := classifyPath(c.api); kind {
 	case pathToken, pathStableToken, pathGetToken:
 		return p.answerToken(w, r, c, app, kind, key)
 	case pathBlocked:
@@ -340,7 +426,7 @@ func (p *Proxy) checkLimits(ctx context.Context, c *call, key *CallerKey) error 
 		}
 	}
 	if c.app.Quotas != nil {
-		return p.limitError(c, c.app.Quotas.Allow(ctx, c.path), ratelimit.ScopeAPI)
+		return p.limitError(c, c.app.Quotas.Allow(ctx, c.api), ratelimit.ScopeAPI)
 	}
 	return nil
 }
@@ -364,7 +450,7 @@ func (p *Proxy) limitError(c *call, err error, scope ratelimit.Scope) error {
 		d.Scope = scope // a caller key's limiter is an ordinary Limiter, which says "api"
 	}
 	if p.metrics != nil {
-		p.metrics.observeRejection(c.app.Name, c.path, string(d.Scope))
+		p.metrics.observeRejection(c.app.Name, c.api, string(d.Scope))
 	}
 	var who string
 	switch d.Scope {
@@ -387,17 +473,17 @@ var errNoApp = &Error{Kind: KindUnknownApp, Msg: "request names no app: use the 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
 	u, out := c.app.Upstream, pr.Out
-	out.URL.Scheme, out.URL.Host = u.Scheme, u.Host
-	out.URL.Path = u.Path + c.path
-	out.URL.RawPath = ""
-	if c.rawPath != "" {
-		out.URL.RawPath = u.EscapedPath() + c.rawPath
-	}
+	// The upstream URL is built from parts wxproxy decided on, never from
+	// the caller's URL: scheme and host are the app's upstream, the path
+	// is the cleaned one, the query has no fragment.
+	*out.URL = url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimSuffix(u.Path, "/") + c.path}
 	switch c.mode {
 	case modeInject:
-		out.URL.RawQuery = injectToken(pr.In.URL.RawQuery, c.token)
+		out.URL.RawQuery = injectToken(c.query, c.token)
 	case modeCredentials:
-		out.URL.RawQuery = setCredentials(pr.In.URL.RawQuery, c.app.AppID, c.app.Secret)
+		out.URL.RawQuery = setCredentials(c.query, c.app.AppID, c.app.Secret)
+	default:
+		out.URL.RawQuery = c.query
 	}
 	out.Host = ""
 	for k := range out.Header {
@@ -405,6 +491,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			delete(out.Header, k)
 		}
 	}
+	// The answer must come back in a form the scrubber can read: without
+	// Accept-Encoding the transport asks for gzip itself and decodes it.
+	delete(out.Header, "Accept-Encoding")
 	c.reqIDHdr[0] = c.reqID
 	out.Header[headerReqID] = c.reqIDHdr[:]
 	if c.replay {
@@ -423,6 +512,9 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 // fail answers err: the one funnel through which every wxproxy error
 // reaches a caller.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, c *call, err error) {
+	if cf := c.callerFault(); cf != nil {
+		err = cf // the caller's body broke the upstream call: the caller's error
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The caller went away; nobody is left to answer.
 		c.err = &Error{Kind: KindUpstream, Msg: "caller cancelled", Err: err}
@@ -436,8 +528,14 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, c *call, err error)
 	writeError(w, e)
 }
 
+// writeJSON writes v as compact JSON with no trailing newline: some SDKs
+// fail to parse anything else.
 func writeJSON(w io.Writer, v any) {
-	_ = json.NewEncoder(w).Encode(v) // the caller is gone if this fails
+	b, err := json.Marshal(v)
+	if err != nil {
+		return // only plain structs of strings and numbers are written
+	}
+	_, _ = w.Write(b) // the caller is gone if this fails
 }
 
 func hasPrefixFold(s, prefix string) bool {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -49,7 +50,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.p.metrics.observeRetry(c.app.Name, c.errcode)
 	}
 	r2 := req.Clone(req.Context())
-	r2.URL.RawQuery = injectToken(req.URL.RawQuery, fresh.Value)
+	r2.URL.RawQuery = injectToken(c.query, fresh.Value)
 	r2.Body, r2.ContentLength = nil, int64(len(c.body))
 	if len(c.body) > 0 {
 		r2.Body = io.NopCloser(bytes.NewReader(c.body))
@@ -78,21 +79,31 @@ func (t *retryTransport) attempt(req *http.Request, c *call) (*http.Response, er
 	start := time.Now()
 	resp, err := t.next.RoundTrip(req)
 	if err == nil {
-		err = c.scan(resp)
+		err = c.scan(resp, start.Add(t.p.upTimeout))
 	}
 	if t.p.metrics != nil {
 		t.p.metrics.observeUpstream(app.Name, time.Since(start))
 	}
+	if err != nil {
+		if cf := c.callerFault(); cf != nil {
+			err = cf // the caller's body failed, not WeChat
+		}
+	}
 	if done != nil {
+		var pe *Error
 		switch {
 		case err != nil && req.Context().Err() != nil:
 			done(context.Canceled) // the caller left; says nothing about WeChat
+		case errors.As(err, &pe) && pe.callersFault():
+			done(context.Canceled) // a bad body from the caller; says nothing about WeChat
 		case err != nil, resp.StatusCode >= 500, c.hasCode && c.errcode == wechat.CodeSystemError:
 			done(errFailure)
 		default:
 			done(nil)
 		}
+		app.Breaker.Settle()
 	}
+
 	if err != nil {
 		return nil, err
 	}
@@ -109,35 +120,52 @@ func (t *retryTransport) attempt(req *http.Request, c *call) (*http.Response, er
 	return resp, nil
 }
 
-// scan reads the start of a JSON (or text) answer, records its errcode,
-// and puts the bytes back in front of the rest of the body, which streams.
-// The peek buffer is pooled and returned when the body is closed.
-func (c *call) scan(resp *http.Response) error {
-	if !scannable(resp.Header.Get("Content-Type")) {
+// scan reads the start of every non-binary answer, records its errcode
+// (JSON and text answers), and puts the bytes back in front of the rest
+// of the body, which streams. The read must finish by deadline (the
+// request's upstream_timeout): an upstream that stalls after its headers
+// cannot hold the caller longer. The peek buffer is pooled and returned
+// when the body is closed.
+func (c *call) scan(resp *http.Response, deadline time.Time) error {
+	ct := resp.Header.Get("Content-Type")
+	if binary(ct) || resp.Body == nil || resp.Body == http.NoBody {
 		return nil
 	}
+	body := resp.Body
+	stall := time.AfterFunc(time.Until(deadline), func() { body.Close() })
 	pb := peekPool.Get().(*peekBody)
-	n, err := io.ReadFull(resp.Body, pb.buf[:])
+	n, err := io.ReadFull(body, pb.buf[:])
+	if !stall.Stop() {
+		err = errPeekTimeout
+	}
 	switch err {
 	case io.EOF, io.ErrUnexpectedEOF: // the whole answer is in the buffer
-		resp.Body.Close()
+		body.Close()
 		pb.rest = nil
 	case nil:
-		pb.rest = resp.Body
+		pb.rest = body
 	default:
-		resp.Body.Close()
+		body.Close()
 		peekPool.Put(pb)
 		return wechat.RedactError(err)
 	}
+	pb.n = n
 	pb.r.Reset(pb.buf[:n])
 	resp.Body = pb
-	c.errcode, c.hasCode = wechat.ScanErrcode(pb.buf[:n])
+	if scannable(ct) {
+		c.errcode, c.hasCode = wechat.ScanErrcode(pb.buf[:n])
+	}
 	return nil
 }
+
+// errPeekTimeout is an upstream that sent its headers but not its body
+// within upstream_timeout.
+var errPeekTimeout = &Error{Kind: KindUpstreamTimeout, Msg: "WeChat sent no answer body within upstream_timeout; retry later"}
 
 // peekBody is an answer body whose first bytes were read for the errcode.
 type peekBody struct {
 	buf  [peekSize]byte
+	n    int
 	r    bytes.Reader
 	rest io.ReadCloser // nil when buf holds the whole answer
 }

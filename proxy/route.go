@@ -5,21 +5,17 @@ import (
 	"strings"
 )
 
-// route finds the app a request names and sets c.path to the path to
-// forward. In order: a path prefix /{app}/ naming a configured app (removed
-// before forwarding), the X-WXProxy-App header, a placeholder access_token
-// issued by this proxy. It returns a nil app when the request names none;
-// the caller then falls back to appid (token endpoints) or default_app.
+// route finds the app a request names and strips an app prefix from
+// c.path and c.api. In order: a path prefix /{app}/ naming a configured app
+// (compared without ASCII case; removed before forwarding), the
+// X-WXProxy-App header, a genuine placeholder access_token issued by this
+// proxy. It returns a nil app when the request names none; the caller then
+// falls back to appid (token endpoints) or default_app.
 func (p *Proxy) route(r *http.Request, c *call) (*App, error) {
-	c.path, c.rawPath = r.URL.Path, r.URL.RawPath
-	if name, rest, ok := cutApp(c.path); ok {
+	if name, rest, ok := cutApp(c.api); ok {
 		if app := p.apps[name]; app != nil {
-			c.path = rest
-			if c.rawPath != "" {
-				if _, rawRest, ok := cutApp(c.rawPath); ok {
-					c.rawPath = rawRest
-				}
-			}
+			c.api = rest
+			c.path = c.path[len(name)+1:]
 			return app, nil
 		}
 	}
@@ -30,12 +26,13 @@ func (p *Proxy) route(r *http.Request, c *call) (*App, error) {
 		}
 		return app, nil
 	}
-	if name, ok := placeholderApp(queryValue(r.URL.RawQuery, "access_token")); ok {
-		app := p.apps[name]
-		if app == nil {
-			return nil, &Error{Kind: KindUnknownApp, Msg: "the access_token was issued for an app that is no longer configured; fetch a new one"}
+	if tok := queryValue(c.query, "access_token"); tok != "" {
+		if app, ok := p.placeholderApp(tok); ok {
+			if app == nil {
+				return nil, &Error{Kind: KindUnknownApp, Msg: "the access_token is not a placeholder this wxproxy issued (or its app is no longer configured); fetch a new one"}
+			}
+			return app, nil
 		}
-		return app, nil
 	}
 	return nil, nil
 }
@@ -65,20 +62,23 @@ const (
 	pathSNS                         // a user's OAuth token: untouched
 )
 
-func classifyPath(path string) pathKind {
-	switch path {
+// classifyPath classifies an API key (see apiKey: lower-case, no trailing
+// "/"), so no spelling of a path escapes its class.
+func classifyPath(api string) pathKind {
+	switch api {
 	case "/cgi-bin/token":
 		return pathToken
 	case "/cgi-bin/stable_token":
 		return pathStableToken
 	case "/cgi-bin/gettoken":
 		return pathGetToken
-	case "/cgi-bin/clear_quota", "/cgi-bin/clear_quota/v2", "/cgi-bin/openapi/quota/clear":
+	case "/cgi-bin/clear_quota", "/cgi-bin/clear_quota/v2", "/cgi-bin/openapi/quota/clear",
+		"/cgi-bin/component/clear_quota/v2":
 		return pathBlocked
 	case "/sns/jscode2session", "/sns/oauth2/access_token":
 		return pathCredentials
 	}
-	if strings.HasPrefix(path, "/sns/") {
+	if strings.HasPrefix(api, "/sns/") {
 		return pathSNS
 	}
 	return pathAPI

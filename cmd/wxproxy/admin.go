@@ -28,8 +28,11 @@ func (s *server) adminRoutes() http.Handler {
 	r.Get("/admin/apps", s.adminApps)
 	r.Get("/admin/breakers", s.adminBreakers)
 	r.Get("/admin/quotas", s.adminQuotas)
-	// Go's profiler, for finding where CPU and memory go under load.
-	r.Mount("/debug", middleware.Profiler())
+	// Go's profiler, for finding where CPU and memory go under load: only
+	// when configured, and behind the bearer token like every admin action.
+	if s.config0().Admin.PProf {
+		r.With(s.requireAdminToken).Mount("/debug", middleware.Profiler())
+	}
 	r.Group(func(r chi.Router) {
 		r.Use(s.requireAdminToken)
 		r.Post("/admin/apps/{app}/refresh", s.adminRefresh)
@@ -39,16 +42,18 @@ func (s *server) adminRoutes() http.Handler {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"could not encode the answer"}`)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(b)
 }
 
-// requireAdminToken guards every POST: Authorization: Bearer <admin.token>,
-// compared in constant time. Without a configured token every POST is
-// refused.
+// requireAdminToken guards every POST (and the profiler):
+// Authorization: Bearer <admin.token>, compared in constant time. Without a
+// configured token every such request is refused.
 func (s *server) requireAdminToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		want := s.config().Admin.Token
@@ -73,7 +78,7 @@ func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 		if !a.cache.Current().Valid(now) {
 			reason := "app " + a.cfg.Name + ": no valid access_token"
 			if err := a.cache.Status().LastError; err != nil {
-				reason += " (last fetch: " + err.Error() + ")"
+				reason += " (last fetch: " + s.proxy.Scrub(err.Error()) + ")"
 			}
 			reasons = append(reasons, reason)
 		}
@@ -95,7 +100,8 @@ type tokenInfo struct {
 	LastError   string     `json:"last_error,omitempty"`
 }
 
-func describeToken(st token.Status, now time.Time) tokenInfo {
+// describeToken shows a token by fingerprint; scrub cleans its last error.
+func describeToken(st token.Status, now time.Time, scrub func(string) string) tokenInfo {
 	ti := tokenInfo{Refreshes: st.Refreshes}
 	if t := st.Token; t.Valid(now) {
 		ti.Present, ti.Fingerprint = true, token.Fingerprint(t.Value)
@@ -103,7 +109,7 @@ func describeToken(st token.Status, now time.Time) tokenInfo {
 		ti.TTLSeconds = int64(t.ExpiresAt.Sub(now).Seconds())
 	}
 	if st.LastError != nil {
-		ti.LastError = st.LastError.Error()
+		ti.LastError = scrub(st.LastError.Error())
 	}
 	return ti
 }
@@ -121,7 +127,7 @@ func (s *server) adminApps(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
 	out := make([]appInfo, 0, len(s.apps))
 	for _, a := range s.apps {
-		ti := describeToken(a.cache.Status(), now)
+		ti := describeToken(a.cache.Status(), now, s.proxy.Scrub)
 		out = append(out, appInfo{Name: a.cfg.Name, Kind: a.cfg.Kind, AppID: a.cfg.AppID, TokenMode: string(tokenMode(a.cfg)),
 			Token: ti, Breaker: a.breaker.State().State, Ready: ti.Present})
 	}
@@ -200,9 +206,9 @@ func (s *server) adminRefresh(w http.ResponseWriter, r *http.Request) {
 		tok, err := a.cache.Refresh(r.Context())
 		switch {
 		case errors.Is(err, token.ErrForceBudget), errors.Is(err, token.ErrFetchBudget):
-			writeJSON(w, http.StatusTooManyRequests, map[string]any{"app": name, "refreshed": false, "error": err.Error()})
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"app": name, "refreshed": false, "error": s.proxy.Scrub(err.Error())})
 		case err != nil:
-			writeJSON(w, http.StatusBadGateway, map[string]any{"app": name, "refreshed": false, "error": err.Error()})
+			writeJSON(w, http.StatusBadGateway, map[string]any{"app": name, "refreshed": false, "error": s.proxy.Scrub(err.Error())})
 		default:
 			writeJSON(w, http.StatusOK, map[string]any{"app": name, "refreshed": true,
 				"fingerprint": token.Fingerprint(tok.Value), "expires_at": tok.ExpiresAt})

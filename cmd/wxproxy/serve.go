@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
@@ -30,6 +29,7 @@ import (
 	"github.com/wxproxy/wxproxy/config"
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
+	"github.com/wxproxy/wxproxy/scrub"
 	"github.com/wxproxy/wxproxy/token"
 )
 
@@ -144,7 +144,12 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 		})
 		s.fleet = &fleet{rdb: rdb, prefix: prefix, replica: s.replica, log: log, poke: make(chan struct{}, 1)}
 	}
-	fetchClient := &http.Client{Transport: proxy.NewTransport(cfg.UpstreamTimeout), Timeout: cfg.UpstreamTimeout}
+	transport := proxy.TransportOptions{Timeout: cfg.UpstreamTimeout, Proxy: cfg.UpstreamProxy}
+	fetchTransport, err := proxy.NewTransport(transport)
+	if err != nil {
+		return nil, fmt.Errorf("upstream_proxy: %w", err)
+	}
+	fetchClient := &http.Client{Transport: fetchTransport, Timeout: cfg.UpstreamTimeout}
 	var papps []*proxy.App
 	for _, a := range cfg.Apps {
 		up, err := url.Parse(a.Upstream)
@@ -166,6 +171,9 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 			Budget:        limiter.AllowTokenFetch,
 			OnRefresh:     func(r token.Reason, err error) { s.metrics.TokenRefreshed(a.Name, r, err) },
 			OnStoreError:  func(op string, _ error) { s.metrics.StoreError("token_" + op) },
+			// Every token is registered for scrubbing before any caller
+			// can see it. s.proxy exists before any token is installed.
+			OnInstall: func(v string) { s.proxy.HoldToken(a.Name, v) },
 			// A shared store's refresh lock must outlive one fetch.
 			LockTTL: cfg.UpstreamTimeout + 5*time.Second,
 		})
@@ -186,23 +194,42 @@ func newServer(cfg *config.Config, log *slog.Logger) (*server, error) {
 			Tokens: cache, Quotas: limiter, Breaker: breaker})
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(a.Quotas.APIs)))
 	}
-	var err error
+	callerTransport, err := proxy.NewTransport(transport)
+	if err != nil {
+		return nil, fmt.Errorf("upstream_proxy: %w", err)
+	}
 	s.proxy, err = proxy.New(proxy.Options{
-		Apps:           papps,
-		DefaultApp:     cfg.DefaultApp,
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		RetryBodyBytes: cfg.RetryBodyBytes,
-		Transport:      proxy.NewTransport(cfg.UpstreamTimeout),
-		Logger:         log,
-		Access:         s.access(cfg.Callers),
-		Metrics:        s.metrics,
-		Registry:       s.reg,
+		Apps:             papps,
+		DefaultApp:       cfg.DefaultApp,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		RetryBodyBytes:   cfg.RetryBodyBytes,
+		MaxBufferedBytes: cfg.MaxBufferedBytes,
+		BodyReadTimeout:  cfg.BodyReadTimeout,
+		UpstreamTimeout:  cfg.UpstreamTimeout,
+		Transport:        callerTransport,
+		Logger:           log,
+		Access:           s.access(cfg.Callers),
+		Metrics:          s.metrics,
+		Registry:         s.reg,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.caller = &http.Server{Handler: s.callerRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	s.admin = &http.Server{Handler: s.adminRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	// The caller port's own bounds (SPEC §3, §5): headers must arrive within
+	// read_header_timeout and fit max_header_bytes; the body read deadline
+	// (body_read_timeout) is set per request by the proxy; idle keep-alive
+	// connections close after idle_timeout. No ReadTimeout/WriteTimeout:
+	// they would cut long media transfers.
+	s.caller = &http.Server{Handler: s.proxy, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
+		DisableGeneralOptionsHandler: true, // "OPTIONS *" is refused by the proxy like every odd target
+		MaxHeaderBytes:               int(cfg.MaxHeaderBytes), ErrorLog: errLog}
+	s.admin = &http.Server{Handler: s.adminRoutes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: errLog}
+	for _, a := range cfg.Apps {
+		if len(a.Secret) < scrub.MinLen {
+			log.Warn("secret is too short to be scrubbed from answers; a real AppSecret has 32 characters", "app", a.Name)
+		}
+	}
 	return s, nil
 }
 
@@ -313,12 +340,6 @@ func storeKey(mode token.Mode, a config.App) string {
 		key += ":" + hex.EncodeToString(sum[:4])
 	}
 	return key
-}
-
-func (s *server) callerRoutes() http.Handler {
-	r := chi.NewRouter()
-	r.Handle("/*", s.proxy)
-	return r
 }
 
 // listeners are the bound caller and admin sockets, made before serving so
