@@ -286,6 +286,28 @@ func (s *Set) Replace(dst, src []byte) (out []byte, n int) {
 	return append(dst, src[last:]...), n
 }
 
+// Scrub returns src with every held value replaced, and the number of
+// replacements. When nothing matches it returns src itself and does not
+// allocate; otherwise the result is a new slice and src is unchanged. A nil
+// *Set replaces nothing.
+func (s *Set) Scrub(src []byte) ([]byte, int) {
+	var m matcher[[]byte]
+	m.reset(s.load(), src, true, 0)
+	x, ok := m.next()
+	if !ok {
+		return src, 0
+	}
+	dst := make([]byte, 0, len(src)+len(x.repl))
+	last, n := 0, 0
+	for ; ok; x, ok = m.next() {
+		dst = append(dst, src[last:x.s]...)
+		dst = append(dst, x.repl...)
+		last = x.e
+		n++
+	}
+	return append(dst, src[last:]...), n
+}
+
 // ReplaceString returns str with every held value replaced, and the number
 // of replacements. When nothing matches it returns str itself and does not
 // allocate. A nil *Set replaces nothing.

@@ -89,6 +89,12 @@ func TestReplace(t *testing.T) {
 			if string(got) != tt.want || n != tt.wantN {
 				t.Errorf("Replace(%q) = %q, %d, want %q, %d", tt.src, got, n, tt.want, tt.wantN)
 			}
+			src := []byte(tt.src)
+			if got, n := s.Scrub(src); string(got) != tt.want || n != tt.wantN || string(src) != tt.src {
+				t.Errorf("Scrub(%q) = %q, %d, want %q, %d (src now %q)", tt.src, got, n, tt.want, tt.wantN, src)
+			} else if n == 0 && len(src) > 0 && &got[0] != &src[0] {
+				t.Errorf("Scrub(%q) copied an answer with nothing to replace", tt.src)
+			}
 			if got, n := s.ReplaceString(tt.src); got != tt.want || n != tt.wantN {
 				t.Errorf("ReplaceString(%q) = %q, %d, want %q, %d", tt.src, got, n, tt.want, tt.wantN)
 			}
