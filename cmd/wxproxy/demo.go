@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wxproxy/wxproxy/config"
+	"github.com/wxproxy/wxproxy/server"
 	"github.com/wxproxy/wxproxy/wechatsim"
 )
 
@@ -59,11 +60,11 @@ apps:
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	srv, err := newServer(cfg, newLogger(cfg.Log, stderr))
+	srv, err := server.New(cfg, newLogger(cfg.Log, stderr))
 	if err != nil {
 		return err
 	}
-	err = srv.run(ctx, func(caller, adm net.Addr) {
+	err = srv.Run(ctx, func(caller, adm net.Addr) {
 		printDemo(stdout, caller.String(), adm.String(), simURL)
 	})
 	if errors.Is(err, context.Canceled) {

@@ -1,0 +1,327 @@
+// Package admin is wxproxy's admin port (SPEC §8): health and readiness,
+// Prometheus metrics, the admin API (apps, breakers, quotas, refresh,
+// reload) and, when enabled, Go's profiler. It never shows a token or a
+// secret: tokens appear as fingerprints, and every error text passes the
+// scrubber the proxy uses for answers.
+//
+// The admin port is for operators; it is never served on the caller port.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wxproxy/wxproxy/proxy"
+	"github.com/wxproxy/wxproxy/ratelimit"
+	"github.com/wxproxy/wxproxy/token"
+)
+
+// Tokens is what the admin API needs of an app's token holder;
+// *token.Cache implements it.
+type Tokens interface {
+	Status() token.Status
+	Refresh(ctx context.Context) (*token.Token, error)
+}
+
+// Quotas is what the admin API needs of an app's limiter;
+// *ratelimit.Limiter implements it.
+type Quotas interface {
+	Usage(ctx context.Context) ([]ratelimit.Usage, error)
+}
+
+var (
+	_ Tokens = (*token.Cache)(nil)
+	_ Quotas = (*ratelimit.Limiter)(nil)
+)
+
+// App is one app as the admin port shows it.
+type App struct {
+	Name, Kind, AppID, TokenMode string
+	Tokens                       Tokens
+	Breaker                      *proxy.Breaker // nil = none
+	Quotas                       Quotas         // nil = none
+}
+
+// Fleet is the shared view of every replica's breakers; *proxy.BreakerFleet
+// implements it.
+type Fleet interface {
+	Publish(ctx context.Context, local []proxy.BreakerInfo)
+	Breakers(ctx context.Context) ([]proxy.BreakerInfo, error)
+}
+
+var _ Fleet = (*proxy.BreakerFleet)(nil)
+
+// QuotaSettings are the quota settings of an app in force, for display.
+type QuotaSettings struct {
+	ResetTimezone string
+	OnLimit       string
+}
+
+// Options configures the admin handler. Apps and Token are required.
+type Options struct {
+	Apps    []App
+	Replica string // this process, on breaker entries
+	Fleet   Fleet  // nil: /admin/breakers shows this replica only
+	// Token returns the bearer token in force (it may change on reload);
+	// "" refuses every POST.
+	Token    func() string
+	PProf    bool                                 // serve /debug/pprof/* behind the token
+	Gatherer prometheus.Gatherer                  // for /metrics; nil = no /metrics
+	Quota    func(app string) QuotaSettings       // nil = empty
+	Reload   func() (restart []string, err error) // nil = reload refused
+	Scrub    func(string) string                  // cleans error texts; nil = identity
+	Log      *slog.Logger                         // default: discard
+	Now      func() time.Time                     // default time.Now
+}
+
+type handler struct{ o Options }
+
+// New returns the admin port's handler.
+func New(o Options) http.Handler {
+	if o.Scrub == nil {
+		o.Scrub = func(s string) string { return s }
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Token == nil {
+		o.Token = func() string { return "" }
+	}
+	h := &handler{o: o}
+	r := chi.NewRouter()
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok"))
+	})
+	r.Get("/readyz", h.readyz)
+	if o.Gatherer != nil {
+		r.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	}
+	r.Get("/admin/apps", h.apps)
+	r.Get("/admin/breakers", h.breakers)
+	r.Get("/admin/quotas", h.quotas)
+	// Go's profiler, for finding where CPU and memory go under load: only
+	// when configured, and behind the bearer token like every admin action
+	// (a heap profile holds memory contents).
+	if o.PProf {
+		r.With(h.requireToken).Mount("/debug", middleware.Profiler())
+	}
+	r.Group(func(r chi.Router) {
+		r.Use(h.requireToken)
+		r.Post("/admin/apps/{app}/refresh", h.refresh)
+		r.Post("/admin/reload", h.reload)
+	})
+	return r
+}
+
+// writeJSON writes v as compact JSON.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"could not encode the answer"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// requireToken guards every POST and the profiler:
+// Authorization: Bearer <token>, compared in constant time. Without a
+// configured token every such request is refused.
+func (h *handler) requireToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		want := h.o.Token()
+		if want == "" {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "admin POSTs are disabled: set admin.token"})
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "missing or wrong bearer token"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readyz is ready when every app holds a valid token.
+func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
+	reasons := []string{}
+	now := h.o.Now()
+	for _, a := range h.o.Apps {
+		st := a.Tokens.Status()
+		if !st.Token.Valid(now) {
+			reason := "app " + a.Name + ": no valid access_token"
+			if st.LastError != nil {
+				reason += " (last fetch: " + h.o.Scrub(st.LastError.Error()) + ")"
+			}
+			reasons = append(reasons, reason)
+		}
+	}
+	if len(reasons) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": reasons})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+// TokenInfo describes a token without showing it.
+type TokenInfo struct {
+	Present     bool       `json:"present"`
+	Fingerprint string     `json:"fingerprint,omitempty"`
+	ObtainedAt  *time.Time `json:"obtained_at,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	TTLSeconds  int64      `json:"ttl_seconds"`
+	Refreshes   int64      `json:"refreshes"`
+	LastError   string     `json:"last_error,omitempty"`
+}
+
+// describe shows a token by fingerprint; its last error is scrubbed.
+func (h *handler) describe(st token.Status, now time.Time) TokenInfo {
+	ti := TokenInfo{Refreshes: st.Refreshes}
+	if t := st.Token; t.Valid(now) {
+		ti.Present, ti.Fingerprint = true, token.Fingerprint(t.Value)
+		ti.ObtainedAt, ti.ExpiresAt = &t.ObtainedAt, &t.ExpiresAt
+		ti.TTLSeconds = int64(t.ExpiresAt.Sub(now).Seconds())
+	}
+	if st.LastError != nil {
+		ti.LastError = h.o.Scrub(st.LastError.Error())
+	}
+	return ti
+}
+
+func (h *handler) apps(w http.ResponseWriter, _ *http.Request) {
+	type appInfo struct {
+		Name      string    `json:"name"`
+		Kind      string    `json:"kind"`
+		AppID     string    `json:"appid"`
+		TokenMode string    `json:"token_mode"`
+		Token     TokenInfo `json:"token"`
+		Breaker   string    `json:"breaker"`
+		Ready     bool      `json:"ready"`
+	}
+	now := h.o.Now()
+	out := make([]appInfo, 0, len(h.o.Apps))
+	for _, a := range h.o.Apps {
+		ti := h.describe(a.Tokens.Status(), now)
+		brk := "closed"
+		if a.Breaker != nil {
+			brk = a.Breaker.State().State
+		}
+		out = append(out, appInfo{Name: a.Name, Kind: a.Kind, AppID: a.AppID, TokenMode: a.TokenMode,
+			Token: ti, Breaker: brk, Ready: ti.Present})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// LocalBreakers describes this replica's breakers.
+func (h *handler) localBreakers() []proxy.BreakerInfo {
+	out := make([]proxy.BreakerInfo, 0, len(h.o.Apps))
+	for _, a := range h.o.Apps {
+		if a.Breaker != nil {
+			out = append(out, a.Breaker.Info(h.o.Replica))
+		}
+	}
+	return out
+}
+
+// breakers lists every replica's breakers with a fleet, else this one's.
+func (h *handler) breakers(w http.ResponseWriter, r *http.Request) {
+	local := h.localBreakers()
+	if h.o.Fleet == nil {
+		writeJSON(w, http.StatusOK, local)
+		return
+	}
+	h.o.Fleet.Publish(r.Context(), local) // our own entry is always fresh
+	all, err := h.o.Fleet.Breakers(r.Context())
+	if err != nil {
+		h.o.Log.Warn("fleet breaker view unavailable; showing this replica only", "err", err)
+		writeJSON(w, http.StatusOK, local)
+		return
+	}
+	writeJSON(w, http.StatusOK, all)
+}
+
+// LocalBreakers returns this replica's breaker states, for the fleet
+// publisher.
+func LocalBreakers(apps []App, replica string) []proxy.BreakerInfo {
+	return (&handler{o: Options{Apps: apps, Replica: replica}}).localBreakers()
+}
+
+func (h *handler) quotas(w http.ResponseWriter, r *http.Request) {
+	type appQuotas struct {
+		App           string            `json:"app"`
+		ResetTimezone string            `json:"reset_timezone"`
+		OnLimit       string            `json:"on_limit"`
+		APIs          []ratelimit.Usage `json:"apis"`
+	}
+	out := make([]appQuotas, 0, len(h.o.Apps))
+	for _, a := range h.o.Apps {
+		q := appQuotas{App: a.Name, APIs: []ratelimit.Usage{}}
+		if h.o.Quota != nil {
+			s := h.o.Quota(a.Name)
+			q.ResetTimezone, q.OnLimit = s.ResetTimezone, s.OnLimit
+		}
+		if a.Quotas != nil {
+			usage, err := a.Quotas.Usage(r.Context())
+			if err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "quota store: " + h.o.Scrub(err.Error())})
+				return
+			}
+			q.APIs = usage
+		}
+		out = append(out, q)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) refresh(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "app")
+	for _, a := range h.o.Apps {
+		if a.Name != name {
+			continue
+		}
+		tok, err := a.Tokens.Refresh(r.Context())
+		switch {
+		case errors.Is(err, token.ErrForceBudget), errors.Is(err, token.ErrFetchBudget):
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"app": name, "refreshed": false, "error": h.o.Scrub(err.Error())})
+		case err != nil:
+			writeJSON(w, http.StatusBadGateway, map[string]any{"app": name, "refreshed": false, "error": h.o.Scrub(err.Error())})
+		default:
+			writeJSON(w, http.StatusOK, map[string]any{"app": name, "refreshed": true,
+				"fingerprint": token.Fingerprint(tok.Value), "expires_at": tok.ExpiresAt})
+		}
+		return
+	}
+	writeJSON(w, http.StatusNotFound, map[string]any{"error": "no app named " + name})
+}
+
+func (h *handler) reload(w http.ResponseWriter, _ *http.Request) {
+	if h.o.Reload == nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"reloaded": false, "errors": []string{"nothing to reload: this server was not started from a file"}})
+		return
+	}
+	restart, err := h.o.Reload()
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"reloaded": false, "errors": strings.Split(err.Error(), "\n")})
+		return
+	}
+	if restart == nil {
+		restart = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "needs_restart": restart})
+}
