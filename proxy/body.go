@@ -23,21 +23,15 @@ import (
 // the caller's own failures (bad chunk framing, a truncated body, a slow
 // sender, an oversized body) so they are answered as the caller's error and
 // never count against WeChat.
-func (p *Proxy) prepareBody(w http.ResponseWriter, r *http.Request, c *call) error {
+func (p *Proxy) prepareBody(r *http.Request, c *call) error {
 	if r.ContentLength > p.maxBody {
 		return &Error{Kind: KindBodyTooLarge, Msg: "request body is larger than max_body_bytes (" + strconv.FormatInt(p.maxBody, 10) + " bytes)"}
 	}
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+	if !hasBody(r) {
 		c.replay = true
 		return nil
 	}
-	rc := http.NewResponseController(w)
-	if p.bodyTimeout > 0 && rc.SetReadDeadline(p.now().Add(p.bodyTimeout)) == nil {
-		c.clearDeadline = rc
-	}
 	cb := &c.cbody
-	cb.rc, cb.c = http.MaxBytesReader(w, r.Body, p.maxBody), c
-	r.Body = cb
 	if r.ContentLength > p.retryBody {
 		return nil // streams; too large to replay
 	}
@@ -57,6 +51,29 @@ func (p *Proxy) prepareBody(w http.ResponseWriter, r *http.Request, c *call) err
 	return nil
 }
 
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
+// armBody puts every request body, before anything reads it, behind
+// max_body_bytes, the body read deadline (body_read_timeout) and a
+// callerBody that tells the caller's faults from WeChat's. It runs first,
+// so that no path — a local token answer decoding its JSON, an early
+// refusal whose unread body net/http drains — reads a caller's body
+// without a deadline.
+func (p *Proxy) armBody(w http.ResponseWriter, r *http.Request, c *call) {
+	if !hasBody(r) {
+		return
+	}
+	rc := http.NewResponseController(w)
+	if p.bodyTimeout > 0 && rc.SetReadDeadline(p.now().Add(p.bodyTimeout)) == nil {
+		c.clearDeadline = rc
+	}
+	cb := &c.cbody
+	cb.rc, cb.c = http.MaxBytesReader(w, r.Body, p.maxBody), c
+	r.Body = cb
+}
+
 // callerBody is the caller's request body as the proxy reads it. It
 // remembers the first read error that is the caller's doing, and clears
 // the body read deadline once the body has arrived, so a slow upstream
@@ -65,12 +82,14 @@ type callerBody struct {
 	rc  io.ReadCloser
 	c   *call
 	err error // first caller-side read error
+	eof bool  // read to its end
 }
 
 func (b *callerBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	switch {
 	case err == io.EOF:
+		b.eof = true
 		b.c.bodyDone()
 	case err != nil && b.err == nil:
 		b.err = err

@@ -124,6 +124,9 @@ func (b *Breaker) Allow() (done func(error), err error) {
 	return done, err
 }
 
+// halfOpen reports whether the breaker is letting probes through.
+func (b *Breaker) halfOpen() bool { return b.cb.Load().State() == gobreaker.StateHalfOpen }
+
 // Settle reports state changes caused by the last calls; the proxy calls
 // it after every done.
 func (b *Breaker) Settle() { b.notify() }

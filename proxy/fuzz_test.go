@@ -58,8 +58,8 @@ func FuzzCleanTarget(f *testing.F) {
 }
 
 // FuzzInjectToken checks the query rewrite: the result carries exactly
-// one access_token, the app's; every other parameter keeps its order and
-// bytes.
+// one access_token, the app's, first; every other parameter keeps its
+// order and bytes.
 func FuzzInjectToken(f *testing.F) {
 	for _, s := range []string{"", "a=1", "access_token=x&a=1", "access%5Ftoken=x", "a=1&&b=2", "access_token", "%zz=1&access_token=%", "a=1;access_token=2"} {
 		f.Add(s, "TOKEN_abc-123")
@@ -79,7 +79,7 @@ func FuzzInjectToken(f *testing.F) {
 					n++
 				}
 			}
-			if n != 1 || !strings.HasSuffix(out, "access_token="+url.QueryEscape(tok)) {
+			if n != 1 || !strings.HasPrefix(out, "access_token="+url.QueryEscape(tok)) {
 				t.Fatalf("injectToken(%q, %q) = %q: want exactly one access_token, the app's", q, tok, out)
 			}
 		}
@@ -89,7 +89,7 @@ func FuzzInjectToken(f *testing.F) {
 				kept = append(kept, part)
 			}
 		}
-		want := strings.Join(append(kept, "access_token="+url.QueryEscape(tok)), "&")
+		want := strings.Join(append([]string{"access_token=" + url.QueryEscape(tok)}, kept...), "&")
 		if out != want {
 			t.Fatalf("injectToken(%q, %q) = %q, want %q", q, tok, out, want)
 		}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // target is a caller's request target after hygiene: the cleaned path that
@@ -25,8 +26,9 @@ func errTarget(why string) *Error {
 //     authority-form (CONNECT), asterisk-form and anything whose parsed URL
 //     has a scheme, host or opaque part are refused;
 //   - a fragment is dropped;
-//   - an escaped "/" or "\" (%2F, %5C), a raw "\", a control character
-//     or a malformed escape is refused;
+//   - an escaped "/" or "\" (%2F, %5C), a raw "\", a control character or
+//     space, a ";", invalid UTF-8 or a malformed escape is refused, and so
+//     is a query over 16 KiB;
 //   - repeated "/" collapse, "." and ".." segments resolve (climbing above
 //     the root is refused); one trailing "/" is kept.
 //
@@ -43,6 +45,9 @@ func cleanTarget(r *http.Request) (target, error) {
 		raw = raw[:i]
 	}
 	rawPath, query, _ := strings.Cut(raw, "?")
+	if len(query) > maxQueryBytes {
+		return target{}, errTarget("query longer than 16 KiB; send large data in the body")
+	}
 	if strings.IndexByte(rawPath, '\\') >= 0 {
 		return target{}, errTarget(`"\" in the path`)
 	}
@@ -56,8 +61,15 @@ func cleanTarget(r *http.Request) (target, error) {
 			return target{}, errTarget("malformed escape in the path")
 		}
 	}
-	if hasControl(path) {
-		return target{}, errTarget("a control character in the path")
+	switch {
+	case hasControl(path):
+		return target{}, errTarget("a control character or space in the path")
+	case strings.IndexByte(path, ';') >= 0:
+		// Some servers read "/cgi-bin/token;x" as "/cgi-bin/token": a
+		// spelling wxproxy would not classify as what WeChat may run.
+		return target{}, errTarget(`";" in the path`)
+	case !utf8.ValidString(path):
+		return target{}, errTarget("the path is not valid UTF-8")
 	}
 	path, ok := cleanPath(path)
 	if !ok {
@@ -66,10 +78,15 @@ func cleanTarget(r *http.Request) (target, error) {
 	return target{path: path, query: query}, nil
 }
 
-// hasControl reports whether s holds an ASCII control character.
+// maxQueryBytes bounds a request's query. WeChat's APIs take their data
+// in the body; a long query only serves to push what follows out of logs
+// and echoes that keep a URL's first bytes.
+const maxQueryBytes = 16 << 10
+
+// hasControl reports whether s holds an ASCII control character or space.
 func hasControl(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] == 0x7f {
+		if s[i] <= 0x20 || s[i] == 0x7f {
 			return true
 		}
 	}

@@ -5,37 +5,39 @@ import (
 	"strings"
 )
 
+// The credentials go FIRST in the forwarded query: WeChat's rid/get (and
+// any log that keeps only the start of a URL) echoes a query cut at some
+// length, and a credential at the end could be cut part way, where the
+// scrubber, which matches whole credentials, cannot see it. At the start,
+// only a cut within its first bytes could split it.
+
 // injectToken returns rawQuery with every access_token parameter removed
-// and the app's token appended; the other parameters keep their order and
+// and the app's token in front; the other parameters keep their order and
 // their exact encoding.
 func injectToken(rawQuery, token string) string {
 	var b strings.Builder
-	b.Grow(len(rawQuery) + len(token) + len("&access_token="))
-	writeWithout(&b, rawQuery, "access_token", "")
-	if b.Len() > 0 {
-		b.WriteByte('&')
-	}
+	b.Grow(len(rawQuery) + len(token) + len("access_token=&"))
 	b.WriteString("access_token=")
 	b.WriteString(url.QueryEscape(token))
+	writeWithout(&b, rawQuery, "access_token", "")
 	return b.String()
 }
 
-// setCredentials returns rawQuery with appid and secret set to the app's.
+// setCredentials returns rawQuery with appid and secret set to the app's,
+// in front.
 func setCredentials(rawQuery, appid, secret string) string {
 	var b strings.Builder
-	writeWithout(&b, rawQuery, "appid", "secret")
-	if b.Len() > 0 {
-		b.WriteByte('&')
-	}
 	b.WriteString("appid=")
 	b.WriteString(url.QueryEscape(appid))
 	b.WriteString("&secret=")
 	b.WriteString(url.QueryEscape(secret))
+	writeWithout(&b, rawQuery, "appid", "secret")
 	return b.String()
 }
 
-// writeWithout copies the parameters of rawQuery to b, skipping those
-// named drop1 or drop2 (compared after unescaping the name).
+// writeWithout appends the parameters of rawQuery to b (after a "&" when b
+// is not empty), skipping those named drop1 or drop2 (compared after
+// unescaping the name).
 func writeWithout(b *strings.Builder, rawQuery, drop1, drop2 string) {
 	for rawQuery != "" {
 		var part string

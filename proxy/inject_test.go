@@ -11,13 +11,13 @@ import (
 func TestInjectToken(t *testing.T) {
 	tests := []struct{ name, in, tok, want string }{
 		{"empty", "", "T", "access_token=T"},
-		{"keeps order", "b=2&a=1", "T", "b=2&a=1&access_token=T"},
-		{"strips callers", "access_token=OLD&a=1&access_token=OLD2", "T", "a=1&access_token=T"},
-		{"strips escaped name", "access%5Ftoken=OLD&a=1", "T", "a=1&access_token=T"},
-		{"keeps encoding", "q=a%20b&x=%E4%B8%AD", "T", "q=a%20b&x=%E4%B8%AD&access_token=T"},
-		{"escapes token", "a=1", "t+/=", "a=1&access_token=t%2B%2F%3D"},
-		{"empty parts", "&&a=1&", "T", "a=1&access_token=T"},
-		{"similar name kept", "access_token2=x", "T", "access_token2=x&access_token=T"},
+		{"keeps order", "b=2&a=1", "T", "access_token=T&b=2&a=1"},
+		{"strips callers", "access_token=OLD&a=1&access_token=OLD2", "T", "access_token=T&a=1"},
+		{"strips escaped name", "access%5Ftoken=OLD&a=1", "T", "access_token=T&a=1"},
+		{"keeps encoding", "q=a%20b&x=%E4%B8%AD", "T", "access_token=T&q=a%20b&x=%E4%B8%AD"},
+		{"escapes token", "a=1", "t+/=", "access_token=t%2B%2F%3D&a=1"},
+		{"empty parts", "&&a=1&", "T", "access_token=T&a=1"},
+		{"similar name kept", "access_token2=x", "T", "access_token=T&access_token2=x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -30,7 +30,7 @@ func TestInjectToken(t *testing.T) {
 
 func TestSetCredentials(t *testing.T) {
 	got := setCredentials("appid=fake&js_code=C&secret=leak&grant_type=authorization_code", "wx1", "s&1")
-	if want := "js_code=C&grant_type=authorization_code&appid=wx1&secret=s%261"; got != want {
+	if want := "appid=wx1&secret=s%261&js_code=C&grant_type=authorization_code"; got != want {
 		t.Errorf("setCredentials = %q, want %q", got, want)
 	}
 }

@@ -20,7 +20,7 @@ const placeholderTTL = 7200
 func (p *Proxy) answerToken(w http.ResponseWriter, r *http.Request, c *call, app *App, kind pathKind, key *CallerKey) error {
 	if app == nil {
 		var err error
-		if app, err = p.tokenApp(r, kind); err != nil {
+		if app, err = p.tokenApp(r, c, kind); err != nil {
 			return err
 		}
 	}
@@ -45,7 +45,7 @@ func (p *Proxy) answerToken(w http.ResponseWriter, r *http.Request, c *call, app
 // tokenApp finds the app of a token request that names none by prefix or
 // header: by appid (classic, stable) or corpid (WeCom; for several agents of
 // one corp, by the corpsecret, compared in constant time).
-func (p *Proxy) tokenApp(r *http.Request, kind pathKind) (*App, error) {
+func (p *Proxy) tokenApp(r *http.Request, c *call, kind pathKind) (*App, error) {
 	var id, secret string
 	switch kind {
 	case pathStableToken:
@@ -53,6 +53,9 @@ func (p *Proxy) tokenApp(r *http.Request, kind pathKind) (*App, error) {
 			AppID string `json:"appid"`
 		}
 		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil {
+			if cf := c.callerFault(); cf != nil {
+				return nil, cf // too slow, too large or cut off
+			}
 			return nil, &Error{Kind: KindBadRequest, Msg: "stable_token needs a JSON body with appid", Err: err}
 		}
 		id = body.AppID

@@ -30,6 +30,11 @@ type recorder struct {
 }
 
 func (r *recorder) WriteHeader(code int) {
+	if code >= 100 && code < 200 {
+		// Informational answers (103 Early Hints, ...) would reach the
+		// caller before the scrubber sees their headers: none pass.
+		return
+	}
 	if r.status == 0 {
 		r.status = code
 	}

@@ -94,10 +94,10 @@ func (m *Metrics) code(c int) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s, ok = m.codes[c]; !ok {
-		s = "other"
-		if len(m.codes) < maxCodes {
-			s = strconv.Itoa(c)
+		if len(m.codes) >= maxCodes {
+			return "other" // not remembered: the map stays bounded
 		}
+		s = strconv.Itoa(c)
 		m.codes[c] = s
 	}
 	return s

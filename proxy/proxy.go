@@ -360,6 +360,7 @@ func (c *call) outcome() string {
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
+	p.armBody(w, r, c)
 	t, err := cleanTarget(r)
 	if err != nil {
 		return err
@@ -401,7 +402,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err := p.checkLimits(r.Context(), c, key); err != nil {
 		return err
 	}
-	if err := p.prepareBody(w, r, c); err != nil {
+	if err := p.prepareBody(r, c); err != nil {
 		return err
 	}
 	if c.mode == modeInject {
@@ -493,7 +494,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	// The answer must come back in a form the scrubber can read: without
 	// Accept-Encoding the transport asks for gzip itself and decodes it.
+	// A range of an answer could cut a credential part way.
 	delete(out.Header, "Accept-Encoding")
+	delete(out.Header, "Range")
+	delete(out.Header, "If-Range")
 	c.reqIDHdr[0] = c.reqID
 	out.Header[headerReqID] = c.reqIDHdr[:]
 	if c.replay {
@@ -525,6 +529,11 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, c *call, err error)
 	}
 	e := classify(wechat.RedactError(err))
 	c.err = e
+	if hasBody(r) && !c.cbody.eof {
+		// The body was not read to its end: do not let net/http drain it
+		// for keep-alive; close the connection after this answer.
+		w.Header().Set("Connection", "close")
+	}
 	writeError(w, e)
 }
 

@@ -71,6 +71,13 @@ func (t *retryTransport) attempt(req *http.Request, c *call) (*http.Response, er
 	app := c.app
 	var done func(error)
 	if app.Breaker != nil {
+		// A half-open breaker lets a few probes through. One whose body
+		// still streams from the caller could hold a probe for as long as
+		// the caller likes, keeping the breaker from closing for everyone:
+		// only requests whose body is in hand may probe.
+		if !c.replay && app.Breaker.halfOpen() {
+			return nil, &Error{Kind: KindCircuitOpen, Msg: "WeChat is recovering for app " + app.Name + "; large uploads wait until it has, retry after Retry-After seconds", RetryAfter: time.Second}
+		}
 		var err error
 		if done, err = app.Breaker.Allow(); err != nil {
 			return nil, &Error{Kind: KindCircuitOpen, Msg: "WeChat is failing for app " + app.Name + "; calls are paused, retry after Retry-After seconds", RetryAfter: app.Breaker.RetryAfter(), Err: err}
@@ -79,7 +86,9 @@ func (t *retryTransport) attempt(req *http.Request, c *call) (*http.Response, er
 	start := time.Now()
 	resp, err := t.next.RoundTrip(req)
 	if err == nil {
-		err = c.scan(resp, start.Add(t.p.upTimeout))
+		// The peek's deadline starts with the answer's headers: time the
+		// caller spent sending its body is not WeChat's.
+		err = c.scan(resp, time.Now().Add(t.p.upTimeout))
 	}
 	if t.p.metrics != nil {
 		t.p.metrics.observeUpstream(app.Name, time.Since(start))
@@ -128,7 +137,7 @@ func (t *retryTransport) attempt(req *http.Request, c *call) (*http.Response, er
 // when the body is closed.
 func (c *call) scan(resp *http.Response, deadline time.Time) error {
 	ct := resp.Header.Get("Content-Type")
-	if binary(ct) || resp.Body == nil || resp.Body == http.NoBody {
+	if binaryAnswer(resp.Header) || resp.Body == nil || resp.Body == http.NoBody {
 		return nil
 	}
 	body := resp.Body

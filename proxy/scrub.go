@@ -56,7 +56,11 @@ func (p *Proxy) HoldToken(app, value string) {
 			return
 		}
 	}
-	h.set.Add(value, a.Placeholder())
+	if !h.set.Add(value, a.Placeholder()) {
+		// Longer than scrub.MaxLen: no WeChat token is. Say so rather
+		// than hold it silently unscrubbed.
+		p.log.Error("token cannot be scrubbed from answers (over 1024 bytes); report this", "app", app)
+	}
 	if r = append(r, value); len(r) > keepTokens {
 		h.set.Remove(r[0])
 		r = r[1:]
@@ -90,15 +94,23 @@ func (p *Proxy) scrubAnswer(resp *http.Response) error {
 			c.scrubbed = true
 		}
 	}
-	// Trailers arrive after the body; WeChat sends none, so none pass.
+	// Trailers arrive after the body, past the scrubber; WeChat sends
+	// none, so none pass. The transport fills resp.Trailer when the body
+	// ends, so it is cleared again there (trailerGuard, scrubBody).
 	resp.Trailer = nil
 	resp.Header.Del("Trailer")
-	if binary(resp.Header.Get("Content-Type")) {
-		return nil
+	for _, ce := range resp.Header.Values("Content-Encoding") {
+		// Any encoding but identity would hide the bytes from the scrubber
+		// (Go's transport decodes the gzip it asked for itself and then
+		// removes the header), so every value must be identity.
+		if !strings.EqualFold(strings.TrimSpace(ce), "identity") {
+			resp.Body.Close()
+			return &Error{Kind: KindUpstream, Msg: "WeChat answered in an encoding wxproxy cannot inspect (" + strconv.Quote(ce) + ")"}
+		}
 	}
-	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		resp.Body.Close()
-		return &Error{Kind: KindUpstream, Msg: "WeChat answered in an encoding wxproxy cannot inspect (" + strconv.Quote(ce) + ")"}
+	if binaryAnswer(resp.Header) {
+		resp.Body = &trailerGuard{ReadCloser: resp.Body, resp: resp}
+		return nil
 	}
 	if pb, ok := resp.Body.(*peekBody); ok && pb.rest == nil {
 		// The whole answer is in the peek buffer: scrub it at once and
@@ -116,7 +128,7 @@ func (p *Proxy) scrubAnswer(resp *http.Response) error {
 	}
 	// A longer answer streams through the scrubber; its length can change,
 	// so it goes out chunked.
-	resp.Body = &scrubBody{r: set.NewReader(resp.Body), body: resp.Body, c: c}
+	resp.Body = &scrubBody{r: set.NewReader(resp.Body), body: resp.Body, c: c, resp: resp}
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	return nil
@@ -127,12 +139,31 @@ type scrubBody struct {
 	r    *scrub.Reader
 	body io.ReadCloser
 	c    *call
+	resp *http.Response
 }
 
 func (b *scrubBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if b.r.Replaced() > 0 {
 		b.c.scrubbed = true
+	}
+	if err != nil {
+		b.resp.Trailer = nil // filled by the transport at the body's end
+	}
+	return n, err
+}
+
+// trailerGuard passes a binary answer body unchanged and drops the
+// trailers the transport fills in at its end.
+type trailerGuard struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+func (g *trailerGuard) Read(p []byte) (int, error) {
+	n, err := g.ReadCloser.Read(p)
+	if err != nil {
+		g.resp.Trailer = nil
 	}
 	return n, err
 }
@@ -142,12 +173,23 @@ func (b *scrubBody) Close() error {
 	return b.body.Close()
 }
 
+// binaryAnswer reports whether an answer is media that passes unchanged:
+// exactly one Content-Type, and that one binary.
+func binaryAnswer(h http.Header) bool {
+	ct := h["Content-Type"]
+	return len(ct) == 1 && binary(ct[0])
+}
+
 // binary reports whether an answer of this Content-Type is media that
 // passes unchanged: images, audio, video and octet-streams. Everything
-// else, including answers with no type, is scanned.
+// else, including answers with no type and SVG (which is XML text), is
+// scanned.
 func binary(contentType string) bool {
 	mt, _, _ := strings.Cut(contentType, ";")
 	mt = strings.TrimSpace(mt)
+	if strings.EqualFold(mt, "image/svg+xml") {
+		return false
+	}
 	for _, p := range [...]string{"image/", "audio/", "video/"} {
 		if len(mt) >= len(p) && strings.EqualFold(mt[:len(p)], p) {
 			return true

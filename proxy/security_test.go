@@ -106,7 +106,8 @@ func TestPathSpellings(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"query":{"next_openid":["a"]}`)) {
 		t.Errorf("fragment forwarded: %d %s", resp.StatusCode, body)
 	}
-	for _, p := range []string{"/cgi-bin%2Fclear_quota", "/cgi-bin%2fx", "/cgi-bin%5Cx", "/../cgi-bin/x", "/cgi-bin/../../x", "/cgi-bin/%zz", "/cgi-bin/%00x"} {
+	for _, p := range []string{"/cgi-bin%2Fclear_quota", "/cgi-bin%2fx", "/cgi-bin%5Cx", "/../cgi-bin/x", "/cgi-bin/../../x", "/cgi-bin/%zz", "/cgi-bin/%00x",
+		"/cgi-bin/token;x", "/cgi-bin/clear_quota%3b", "/cgi-bin/%C0%AFclear_quota", "/cgi-bin/clear_quota%20", "/cgi-bin/x?" + strings.Repeat("a", 17<<10)} {
 		resp, body := e.raw(t, "GET "+p+" HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n")
 		// net/http itself refuses a malformed escape, without the header.
 		if resp.StatusCode != 400 || (resp.Header.Get("X-WXProxy-Error") != "bad_request" && p != "/cgi-bin/%zz") {
