@@ -1,26 +1,41 @@
-// Command bench is the load benchmark of SPEC §10. It compares four targets
-// in front of the same wechatsim, all on loopback:
+// Command bench is the load benchmark of SPEC §10. It compares seven
+// targets in front of the same wechatsim, all on loopback:
 //
-//	direct          wrk → wechatsim (the token in the URL)
-//	nginx           wrk → nginx (appends a fixed token) → wechatsim
-//	wxproxy-memory  wrk → wxproxy serve, memory store → wechatsim
-//	wxproxy-redis   wrk → wxproxy serve, redis store → wechatsim
+//	direct                wrk → wechatsim (the token in the URL)
+//	nginx                 wrk → nginx (appends a fixed token) → wechatsim
+//	haproxy               wrk → HAProxy (appends a fixed token) → wechatsim
+//	caddy                 wrk → Caddy (appends a fixed token) → wechatsim
+//	wxproxy-memory        wrk → wxproxy serve, memory store → wechatsim
+//	wxproxy-redis         wrk → wxproxy serve, redis store → wechatsim
+//	wxproxy-redis-quotas  wrk → wxproxy serve, redis store and a per-minute
+//	                      quota on the benchmarked API (Redis on every
+//	                      request's path) → wechatsim
 //
 // Usage (from the module root):
 //
-//	go run ./e2e/bench [-duration 10s] [-connections 64] [-rounds 3] [-out FILE]
+//	go run ./e2e/bench [-duration 10s] [-connections 64] [-rounds 3] [-idle N] [-out FILE]
 //
-// It installs nginx, wrk and redis-server with apt-get when they are missing,
-// builds ./cmd/wxproxy and ./cmd/wechatsim into a temporary directory, starts
-// every process on free 127.0.0.1 ports, warms every target up for 2 s, then
-// runs `wrk -t1` against the targets in alternation for -rounds rounds. It
-// prints a table, the medians and the ratios, and writes the JSON of SPEC §10
-// to -out. Every process and temporary directory is removed on exit, also on
-// Ctrl-C.
+// It installs nginx, haproxy, caddy, wrk and redis-server with apt-get when
+// they are missing, builds ./cmd/wxproxy and ./cmd/wechatsim into a
+// temporary directory, starts every process on free 127.0.0.1 ports, checks
+// that every target answers 200 with errcode 0, warms every target up for
+// 2 s, then runs `wrk -t1` against the targets in alternation for -rounds
+// rounds. Around each run it reads the user+system CPU time of the target's
+// processes (all processes of its process group, e.g. nginx's master and
+// worker) from /proc/PID/stat and divides it by the requests completed; the
+// target's resident memory (VmRSS, summed over its processes) is read after
+// the run. For direct the target process is the simulator itself. With
+// -idle N it then opens N keep-alive connections to each target (one
+// request on each, then idle) and reports the target's RSS with them open.
+// It prints tables, the medians and the ratios, and writes the JSON of SPEC
+// §10 to -out. Every process and temporary directory is removed on exit,
+// also on Ctrl-C.
 //
-// The load generator, the simulator and the proxy share the machine's cores,
-// so the numbers compare the targets with each other on this machine; they
-// are not the capacity of a dedicated host.
+// nginx and HAProxy run one worker process or thread, as SPEC §10 says;
+// Caddy and wxproxy are Go programs with the default GOMAXPROCS (every
+// core). The load generator, the simulator and the proxy share the
+// machine's cores, so the numbers compare the targets with each other on
+// this machine; they are not the capacity of a dedicated host.
 package main
 
 import (
@@ -45,6 +60,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"text/template"
@@ -67,31 +83,51 @@ var wrkScript string
 //go:embed nginx.conf.tmpl
 var nginxTemplate string
 
+//go:embed haproxy.cfg.tmpl
+var haproxyTemplate string
+
+//go:embed Caddyfile.tmpl
+var caddyTemplate string
+
 // The targets, in the order of every round.
 const (
-	targetDirect = "direct"
-	targetNginx  = "nginx"
-	targetMemory = "wxproxy-memory"
-	targetRedis  = "wxproxy-redis"
+	targetDirect  = "direct"
+	targetNginx   = "nginx"
+	targetHAProxy = "haproxy"
+	targetCaddy   = "caddy"
+	targetMemory  = "wxproxy-memory"
+	targetRedis   = "wxproxy-redis"
+	targetQuotas  = "wxproxy-redis-quotas"
 )
 
-var targetOrder = []string{targetDirect, targetNginx, targetMemory, targetRedis}
+var targetOrder = []string{targetDirect, targetNginx, targetHAProxy, targetCaddy, targetMemory, targetRedis, targetQuotas}
 
 const (
-	// appMemory is the app of wxproxy-memory (and of the nginx and direct
-	// token). wxproxy-redis uses its own appid: both proxies fetch classic
-	// tokens, and on one appid the second fetch would kill the first
-	// proxy's token 5 minutes later, in the middle of a long run.
+	// appMemory is the app of wxproxy-memory (and of the stable token that
+	// direct, nginx, HAProxy and Caddy send). Each wxproxy uses its own
+	// appid: they fetch classic tokens, and on one appid the second fetch
+	// would kill the first proxy's token 5 minutes later, in the middle of
+	// a long run.
 	appMemory = "wx0123456789abcdef"
 	appRedis  = "wxfedcba9876543210"
+	appQuotas = "wx00112233445566ff"
 	appSecret = "bench-secret"
-	secretEnv = "BENCH_WX_SECRET"
+	// quotaPerMinute is wxproxy-redis-quotas' per-minute quota on the
+	// benchmarked API: about 166,000 req/s, far above what this benchmark
+	// reaches, so it never refuses but every request takes its token from
+	// Redis (one script call per request).
+	quotaPerMinute = 10_000_000
+	secretEnv      = "BENCH_WX_SECRET"
 	// apiPath is the business call under load: a GET answered by the
 	// simulator's echo after a token check.
 	apiPath = "/cgi-bin/user/info?openid=o1"
+	apiName = "/cgi-bin/user/info" // apiPath without its query
 	warmup  = 2 * time.Second
 	// wrkThreads is wrk's -t: one thread leaves the most CPU to the targets.
 	wrkThreads = 1
+	// settle is how long the idle connections stay open before the RSS
+	// with them is read.
+	settle = time.Second
 )
 
 // options are the command-line flags of SPEC §10.
@@ -99,6 +135,7 @@ type options struct {
 	duration    time.Duration
 	connections int
 	rounds      int
+	idle        int
 	out         string
 }
 
@@ -109,6 +146,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured wrk run (whole seconds)")
 	fs.IntVar(&o.connections, "connections", 64, "wrk connections (-c)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds over all targets, in alternation")
+	fs.IntVar(&o.idle, "idle", 0, "after the rounds, open `N` idle keep-alive connections to each target and report its RSS with them")
 	fs.StringVar(&o.out, "out", "bench-results.json", "JSON results `file`")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -122,6 +160,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-connections must be at least 1")
 	case o.rounds < 1:
 		return o, errors.New("-rounds must be at least 1")
+	case o.idle < 0:
+		return o, errors.New("-idle must not be negative")
+	case o.idle > maxIdle:
+		return o, fmt.Errorf("-idle must be at most %d (one loopback address, one port per connection)", maxIdle)
 	case o.out == "":
 		return o, errors.New("-out must not be empty")
 	}
@@ -129,12 +171,18 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-// The JSON document of SPEC §10.
+// maxIdle bounds -idle: every idle connection takes one ephemeral port of
+// 127.0.0.1 towards the target (Linux's default range has 28,232).
+const maxIdle = 25000
+
+// The JSON document of SPEC §10. Idle is this benchmark's addition: the
+// RSS of each target with -idle connections open (absent without -idle).
 type (
 	report struct {
-		Machine string   `json:"machine"`
-		Results []result `json:"results"`
-		Ratios  ratios   `json:"ratios"`
+		Machine string       `json:"machine"`
+		Results []result     `json:"results"`
+		Ratios  ratios       `json:"ratios"`
+		Idle    []idleResult `json:"idle,omitempty"`
 	}
 	result struct {
 		Target string  `json:"target"`
@@ -143,13 +191,34 @@ type (
 		P50    float64 `json:"p50_ms"`
 		P99    float64 `json:"p99_ms"`
 		P999   float64 `json:"p999_ms"`
+		// CPU is the user+system CPU time of the target's processes
+		// during the run divided by the requests completed, in µs.
+		CPU float64 `json:"cpu_us_per_req"`
+		// RSS is the VmRSS of the target's processes after the run.
+		RSS    float64 `json:"rss_mb"`
 		Errors int64   `json:"errors"`
 	}
-	// ratios are of the median req/s over the rounds.
+	// ratios are of the median req/s over the rounds, except
+	// MemoryOverNginxCPU, which is of the median CPU time per request
+	// (lower is better).
 	ratios struct {
-		MemoryOverNginx  float64 `json:"wxproxy-memory/nginx"`
-		RedisOverMemory  float64 `json:"wxproxy-redis/wxproxy-memory"`
-		MemoryOverDirect float64 `json:"wxproxy-memory/direct"`
+		MemoryOverNginx    float64 `json:"wxproxy-memory/nginx"`
+		MemoryOverNginxCPU float64 `json:"wxproxy-memory/nginx-cpu"`
+		MemoryOverCaddy    float64 `json:"wxproxy-memory/caddy"`
+		RedisOverMemory    float64 `json:"wxproxy-redis/wxproxy-memory"`
+		QuotasOverMemory   float64 `json:"wxproxy-redis-quotas/wxproxy-memory"`
+		MemoryOverDirect   float64 `json:"wxproxy-memory/direct"`
+	}
+	// idleResult is one target's memory with -idle connections open.
+	idleResult struct {
+		Target      string  `json:"target"`
+		Connections int     `json:"connections"` // asked for (-idle)
+		Opened      int     `json:"opened"`      // answered a first request with 200 and errcode 0
+		StillOpen   int     `json:"still_open"`  // answered a second request after the RSS was read
+		RSSBefore   float64 `json:"rss_mb_before"`
+		RSS         float64 `json:"rss_mb"`
+		KBPerConn   float64 `json:"kb_per_conn"`
+		notes       []string
 	}
 )
 
@@ -212,9 +281,10 @@ func median(xs []float64) float64 {
 
 // summary is a target's medians over its rounds.
 type summary struct {
-	RPS, P50, P99, P999 float64
-	Errors              int64
-	Rounds              int
+	RPS, P50, P99, P999, CPU, RSS float64
+	MinRPS, MaxRPS                float64
+	Errors                        int64
+	Rounds                        int
 }
 
 func summarize(rs []result) map[string]summary {
@@ -224,13 +294,16 @@ func summarize(rs []result) map[string]summary {
 	}
 	out := map[string]summary{}
 	for t, list := range by {
-		var rps, p50, p99, p999 []float64
+		var rps, p50, p99, p999, cpu, rss []float64
 		var s summary
 		for _, r := range list {
 			rps, p50, p99, p999 = append(rps, r.RPS), append(p50, r.P50), append(p99, r.P99), append(p999, r.P999)
+			cpu, rss = append(cpu, r.CPU), append(rss, r.RSS)
 			s.Errors += r.Errors
 		}
 		s.RPS, s.P50, s.P99, s.P999, s.Rounds = median(rps), median(p50), median(p99), median(p999), len(list)
+		s.CPU, s.RSS = median(cpu), median(rss)
+		s.MinRPS, s.MaxRPS = slices.Min(rps), slices.Max(rps)
 		out[t] = s
 	}
 	return out
@@ -247,9 +320,12 @@ func ratio(a, b float64) float64 {
 func computeRatios(rs []result) ratios {
 	m := summarize(rs)
 	return ratios{
-		MemoryOverNginx:  ratio(m[targetMemory].RPS, m[targetNginx].RPS),
-		RedisOverMemory:  ratio(m[targetRedis].RPS, m[targetMemory].RPS),
-		MemoryOverDirect: ratio(m[targetMemory].RPS, m[targetDirect].RPS),
+		MemoryOverNginx:    ratio(m[targetMemory].RPS, m[targetNginx].RPS),
+		MemoryOverNginxCPU: ratio(m[targetMemory].CPU, m[targetNginx].CPU),
+		MemoryOverCaddy:    ratio(m[targetMemory].RPS, m[targetCaddy].RPS),
+		RedisOverMemory:    ratio(m[targetRedis].RPS, m[targetMemory].RPS),
+		QuotasOverMemory:   ratio(m[targetQuotas].RPS, m[targetMemory].RPS),
+		MemoryOverDirect:   ratio(m[targetMemory].RPS, m[targetDirect].RPS),
 	}
 }
 
@@ -266,30 +342,85 @@ func roundTo(x float64, digits int) float64 {
 
 // nginxConf is what nginx.conf.tmpl needs.
 type nginxConf struct {
-	Root     bool   // running as root: workers run as root too (paths are root's)
-	Workers  string // worker_processes
-	Dir      string // pid, logs and temp paths live here
-	Listen   string // host:port
-	Upstream string // the simulator's host:port
-	Token    string // the fixed access_token nginx appends
+	Root              bool   // running as root: workers run as root too (paths are root's)
+	Workers           string // worker_processes
+	WorkerConnections int    // worker_connections: callers and upstream connections together
+	RlimitNofile      int    // worker_rlimit_nofile
+	Dir               string // pid, logs and temp paths live here
+	Listen            string // host:port
+	Upstream          string // the simulator's host:port
+	Token             string // the fixed access_token nginx appends
 }
 
 func renderNginxConf(c nginxConf) (string, error) {
-	t, err := template.New("nginx").Parse(nginxTemplate)
+	c.Token = url.QueryEscape(c.Token)
+	return render("nginx.conf", nginxTemplate, c)
+}
+
+// haproxyConf is what haproxy.cfg.tmpl needs.
+type haproxyConf struct {
+	MaxConn int    // global and per-frontend maxconn
+	Nofile  uint64 // ulimit-n: RLIMIT_NOFILE, or 0 to let HAProxy size it from maxconn
+	// LooseLimits (set by renderHAProxyConf) is "no strict-limits": HAProxy
+	// refuses to start when ulimit-n is below its maxsock, about 2 *
+	// maxconn, unless told so.
+	LooseLimits bool
+	Dir         string // the pid file lives here
+	Listen      string // host:port
+	Upstream    string // the simulator's host:port
+	Token       string // the fixed access_token HAProxy appends
+}
+
+func renderHAProxyConf(c haproxyConf) (string, error) {
+	// The token sits in a log-format string, where % starts a variable.
+	c.Token = strings.ReplaceAll(url.QueryEscape(c.Token), "%", "%%")
+	c.LooseLimits = c.Nofile > 0 && haproxyMaxsock(c.MaxConn) > c.Nofile
+	return render("haproxy.cfg", haproxyTemplate, c)
+}
+
+// haproxyMaxsock is about the descriptors HAProxy reserves for maxconn
+// (two per connection, plus listeners and pollers).
+func haproxyMaxsock(maxconn int) uint64 {
+	return 2*uint64(maxconn) + 64
+}
+
+// caddyConf is what Caddyfile.tmpl needs.
+type caddyConf struct {
+	Dir      string // Caddy's storage lives here
+	Listen   string // host:port
+	Host     string // Listen's host, for bind (set by renderCaddyfile)
+	Upstream string // the simulator's host:port
+	Token    string // the fixed access_token Caddy appends
+}
+
+func renderCaddyfile(c caddyConf) (string, error) {
+	// QueryEscape leaves no braces, quotes or blanks, which the Caddyfile
+	// would read as placeholders or token boundaries.
+	c.Token = url.QueryEscape(c.Token)
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return "", fmt.Errorf("caddy listen address: %w", err)
+	}
+	c.Host = host
+	return render("Caddyfile", caddyTemplate, c)
+}
+
+func render(name, text string, data any) (string, error) {
+	t, err := template.New(name).Option("missingkey=error").Parse(text)
 	if err != nil {
 		return "", err
 	}
-	c.Token = url.QueryEscape(c.Token)
 	var b strings.Builder
-	err = t.Execute(&b, c)
+	err = t.Execute(&b, data)
 	return b.String(), err
 }
 
 // wxproxyConfig is the YAML of one wxproxy serve: one classic-mode app on
-// the simulator, no quotas, logging at warn so that access lines (Info) stay
-// off the hot path. storeYAML is the value of the store key.
-func wxproxyConfig(listen, admin, appid, simURL, storeYAML string) string {
-	return fmt.Sprintf(`# written by e2e/bench
+// the simulator, logging at warn so that access lines (Info) stay off the
+// hot path. storeYAML is the value of the store key. perMinute > 0 sets a
+// per-minute quota on the benchmarked API; 0 configures no quotas.
+func wxproxyConfig(listen, admin, appid, simURL, storeYAML string, perMinute int) string {
+	cfg := fmt.Sprintf(`# written by e2e/bench
 listen: %s
 admin: {listen: %s}
 log: {format: json, level: warn}
@@ -302,6 +433,13 @@ apps:
     token_mode: classic
     upstream: %s
 `, listen, admin, storeYAML, appid, secretEnv, simURL)
+	if perMinute > 0 {
+		cfg += fmt.Sprintf(`    quotas:
+      apis:
+        %s: {per_minute: %d}
+`, apiName, perMinute)
+	}
+	return cfg
 }
 
 // run is the whole benchmark.
@@ -313,6 +451,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	b := &bench{opt: opt, stdout: stdout, stderr: stderr, client: &http.Client{Timeout: 5 * time.Second}}
+	if err := b.raiseNofile(); err != nil {
+		return err
+	}
 	if err := b.ensureTools(ctx); err != nil {
 		return err
 	}
@@ -331,7 +472,50 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return b.finish(runs)
+	var idle []idleResult
+	if opt.idle > 0 {
+		if idle, err = b.measureIdle(ctx); ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %w", ctx.Err())
+		} else if err != nil {
+			return err
+		}
+	}
+	return b.finish(runs, idle)
+}
+
+// nofileNeed is the RLIMIT_NOFILE this run needs: the idle connections
+// sit once in this process and once in the target, the measured ones
+// twice in a proxy (caller and upstream side), plus slack for everything
+// else.
+func nofileNeed(o options) uint64 {
+	return uint64(o.idle) + 4*uint64(o.connections) + 8192
+}
+
+// raiseNofile raises this process's RLIMIT_NOFILE (soft and, as root,
+// hard) to what -idle and -connections need. Children inherit it: nginx,
+// HAProxy, Caddy, wxproxy, the simulator and redis-server. syscall.Setrlimit
+// also stops os/exec from restoring the soft limit Go started with in them.
+func (b *bench) raiseNofile() error {
+	need := nofileNeed(b.opt)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("getrlimit: %w", err)
+	}
+	want := syscall.Rlimit{Cur: max(lim.Cur, need), Max: max(lim.Max, need)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		// Not allowed to raise the hard limit: take what it allows.
+		want = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+			return fmt.Errorf("setrlimit: %w", err)
+		}
+	}
+	if want.Cur < need {
+		return fmt.Errorf("RLIMIT_NOFILE is %d and may not be raised to the %d that -idle %d -connections %d need (run as root, or raise ulimit -Hn)",
+			want.Cur, need, b.opt.idle, b.opt.connections)
+	}
+	b.nofile = want.Cur
+	b.logf("RLIMIT_NOFILE %d (was %d/%d), inherited by every process started", want.Cur, lim.Cur, lim.Max)
+	return nil
 }
 
 // bench holds the tools, processes and targets of one run.
@@ -340,21 +524,22 @@ type bench struct {
 	stdout, stderr io.Writer
 	client         *http.Client
 
-	nginxBin, wrkBin, redisBin string
-	tmp, wrkLua                string
-	procs                      []*proc
-	sim, redis                 *proc
-	simURL                     string
-	targets                    map[string]*target
-	nginxVersion, wrkVersion   string
-	goVersion                  string
+	bins, versions    map[string]string // by tool name
+	nofile            uint64
+	tmp, wrkLua       string
+	procs             []*proc
+	sim, redis        *proc
+	simURL, redisAddr string
+	targets           map[string]*target
+	goVersion         string
 }
 
 // target is one thing wrk loads.
 type target struct {
-	name string
-	url  string
-	proc *proc // the proxy process (nil for direct)
+	name  string
+	url   string
+	proc  *proc // the proxy process (nil for direct)
+	redis bool  // uses redis-server
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -375,13 +560,18 @@ func lookTool(name string) string {
 	return ""
 }
 
-// ensureTools installs nginx, wrk and redis-server with apt-get when missing.
+// tools are the programs the benchmark runs and their Debian packages.
+var tools = []struct{ bin, pkg string }{
+	{"nginx", "nginx"}, {"haproxy", "haproxy"}, {"caddy", "caddy"}, {"wrk", "wrk"}, {"redis-server", "redis-server"},
+}
+
+// ensureTools installs nginx, haproxy, caddy, wrk and redis-server with
+// apt-get when missing, and reads their versions.
 func (b *bench) ensureTools(ctx context.Context) error {
-	need := map[string]string{"nginx": "nginx", "wrk": "wrk", "redis-server": "redis-server"}
 	var missing []string
-	for _, bin := range []string{"nginx", "wrk", "redis-server"} {
-		if lookTool(bin) == "" {
-			missing = append(missing, need[bin])
+	for _, t := range tools {
+		if lookTool(t.bin) == "" {
+			missing = append(missing, t.pkg)
 		}
 	}
 	if len(missing) > 0 {
@@ -393,7 +583,7 @@ func (b *bench) ensureTools(ctx context.Context) error {
 			return fmt.Errorf("apt-get not found: install %s by hand", strings.Join(missing, " "))
 		}
 		// RUNLEVEL=1 keeps Debian's maintainer scripts from starting the
-		// packages' own nginx and redis services.
+		// packages' own nginx, haproxy, caddy and redis services.
 		env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "RUNLEVEL=1")
 		for _, args := range [][]string{{"update"}, append([]string{"install", "-y", "--no-install-recommends"}, missing...)} {
 			b.logf("apt-get %s", strings.Join(args, " "))
@@ -404,20 +594,39 @@ func (b *bench) ensureTools(ctx context.Context) error {
 			}
 		}
 	} else {
-		b.logf("tools present: nginx, wrk, redis-server")
+		b.logf("tools present: nginx, haproxy, caddy, wrk, redis-server")
 	}
-	b.nginxBin, b.wrkBin, b.redisBin = lookTool("nginx"), lookTool("wrk"), lookTool("redis-server")
-	if b.nginxBin == "" || b.wrkBin == "" || b.redisBin == "" {
-		return errors.New("nginx, wrk or redis-server still not found after installing")
+	b.bins, b.versions = map[string]string{}, map[string]string{}
+	for _, t := range tools {
+		if b.bins[t.bin] = lookTool(t.bin); b.bins[t.bin] == "" {
+			return fmt.Errorf("%s still not found after installing package %s", t.bin, t.pkg)
+		}
 	}
-	out, _ := exec.CommandContext(ctx, b.nginxBin, "-v").CombinedOutput()
-	b.nginxVersion = strings.TrimPrefix(strings.TrimSpace(string(out)), "nginx version: ")
-	out, _ = exec.CommandContext(ctx, b.wrkBin, "-v").CombinedOutput() // exits 1 after printing
-	if f := strings.Fields(string(out)); len(f) >= 2 {
-		b.wrkVersion = f[0] + " " + f[1]
+	version := func(bin string, args ...string) string {
+		out, _ := exec.CommandContext(ctx, b.bins[bin], args...).CombinedOutput() // wrk -v exits 1 after printing
+		return string(out)
 	}
-	b.logf("nginx: %s (%s); wrk: %s (%s); redis-server: %s", b.nginxBin, b.nginxVersion, b.wrkBin, b.wrkVersion, b.redisBin)
+	b.versions["nginx"] = strings.TrimPrefix(strings.TrimSpace(version("nginx", "-v")), "nginx version: ")
+	b.versions["haproxy"] = parseVersion(version("haproxy", "-v"), "HAProxy version ", "haproxy ")
+	b.versions["caddy"] = parseVersion(version("caddy", "version"), "", "caddy ")
+	b.versions["wrk"] = parseVersion(version("wrk", "-v"), "wrk ", "wrk ")
+	b.versions["redis-server"] = parseVersion(version("redis-server", "--version"), "Redis server v=", "redis ")
+	for _, t := range tools {
+		b.logf("%s: %s (%s)", t.bin, b.bins[t.bin], b.versions[t.bin])
+	}
 	return nil
+}
+
+// parseVersion takes the first word after prefix on the first line of
+// out, and names it with label: "HAProxy version 2.6.12-1 2023/..." with
+// prefix "HAProxy version " and label "haproxy " is "haproxy 2.6.12-1".
+func parseVersion(out, prefix, label string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+	rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix)
+	if f := strings.Fields(rest); ok && len(f) > 0 {
+		return label + f[0]
+	}
+	return label + "(unknown version)"
 }
 
 // setUp builds the binaries and starts the simulator, redis, both wxproxy
@@ -446,9 +655,9 @@ func (b *bench) setUp(ctx context.Context) error {
 	}
 
 	// wechatsim, no latency.
-	b.logf("starting wechatsim (apps %s and %s, no latency)", appMemory, appRedis)
+	b.logf("starting wechatsim (apps %s, %s and %s, no latency)", appMemory, appRedis, appQuotas)
 	b.sim, err = b.start(ctx, "wechatsim", filepath.Join(bin, "wechatsim"),
-		[]string{"-listen", "127.0.0.1:0", "-app", appMemory + ":" + appSecret, "-app", appRedis + ":" + appSecret}, nil,
+		[]string{"-listen", "127.0.0.1:0", "-app", appMemory + ":" + appSecret, "-app", appRedis + ":" + appSecret, "-app", appQuotas + ":" + appSecret}, nil,
 		func(line string) bool {
 			if _, after, ok := strings.Cut(line, "wechatsim listening on "); ok {
 				b.simURL = strings.TrimSpace(after)
@@ -466,13 +675,14 @@ func (b *bench) setUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.redisAddr = redisAddr
 	redisDir := filepath.Join(b.tmp, "redis")
 	if err := os.MkdirAll(redisDir, 0o700); err != nil {
 		return err
 	}
 	b.logf("starting redis-server on %s (--save \"\" --appendonly no)", redisAddr)
 	_, port, _ := net.SplitHostPort(redisAddr)
-	b.redis, err = b.start(ctx, "redis", b.redisBin, []string{"--port", port, "--bind", "127.0.0.1",
+	b.redis, err = b.start(ctx, "redis", b.bins["redis-server"], []string{"--port", port, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", redisDir, "--loglevel", "warning"}, nil, nil)
 	if err != nil {
 		return err
@@ -481,20 +691,29 @@ func (b *bench) setUp(ctx context.Context) error {
 		return err
 	}
 
-	// The token for nginx and direct: the stable token, which is independent
-	// of the classic tokens the proxies fetch, so nobody invalidates anybody.
+	// The token for direct, nginx, HAProxy and Caddy: the stable token,
+	// which is independent of the classic tokens the proxies fetch, so
+	// nobody invalidates anybody.
 	token, err := b.stableToken(ctx)
 	if err != nil {
 		return err
 	}
-	b.logf("got a stable token for nginx and direct from the simulator (%d chars)", len(token))
+	b.logf("got a stable token for direct, nginx, haproxy and caddy from the simulator (%d chars)", len(token))
 
 	b.targets = map[string]*target{targetDirect: {name: targetDirect, url: b.simURL + apiPath + "&access_token=" + url.QueryEscape(token)}}
 
-	// The two wxproxy serve processes.
-	for _, t := range []struct{ name, appid, store string }{
-		{targetMemory, appMemory, "{kind: memory}"},
-		{targetRedis, appRedis, fmt.Sprintf(`{kind: redis, redis: {url: %q, key_prefix: "bench:", replicas_hint: 1}}`, "redis://"+redisAddr+"/0")},
+	// The three wxproxy serve processes; each Redis one has its own key
+	// prefix.
+	redisStore := func(prefix string) string {
+		return fmt.Sprintf(`{kind: redis, redis: {url: %q, key_prefix: %q, replicas_hint: 1}}`, "redis://"+redisAddr+"/0", prefix)
+	}
+	for _, t := range []struct {
+		name, appid, store string
+		perMinute          int
+	}{
+		{targetMemory, appMemory, "{kind: memory}", 0},
+		{targetRedis, appRedis, redisStore("bench:"), 0},
+		{targetQuotas, appQuotas, redisStore("bench-quotas:"), quotaPerMinute},
 	} {
 		listen, err := freeAddr()
 		if err != nil {
@@ -509,11 +728,15 @@ func (b *bench) setUp(ctx context.Context) error {
 			return err
 		}
 		cfg := filepath.Join(dir, "wxproxy.yaml")
-		if err := os.WriteFile(cfg, []byte(wxproxyConfig(listen, admin, t.appid, b.simURL, t.store)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(wxproxyConfig(listen, admin, t.appid, b.simURL, t.store, t.perMinute)), 0o600); err != nil {
 			return err
 		}
-		b.logf("starting %s: wxproxy serve on %s (admin %s), app main = %s, classic tokens, store %s, log level warn (access lines are Info: logging stays off the hot path)",
-			t.name, listen, admin, t.appid, t.store)
+		quotas := "no quotas"
+		if t.perMinute > 0 {
+			quotas = fmt.Sprintf("quota %s per_minute %d", apiName, t.perMinute)
+		}
+		b.logf("starting %s: wxproxy serve on %s (admin %s), app main = %s, classic tokens, store %s, %s, log level warn (access lines are Info: logging stays off the hot path)",
+			t.name, listen, admin, t.appid, t.store, quotas)
 		p, err := b.start(ctx, t.name, filepath.Join(bin, "wxproxy"), []string{"serve", "-config", cfg}, []string{secretEnv + "=" + appSecret}, nil)
 		if err != nil {
 			return err
@@ -528,36 +751,65 @@ func (b *bench) setUp(ctx context.Context) error {
 		}); err != nil {
 			return err
 		}
-		b.targets[t.name] = &target{name: t.name, url: "http://" + listen + apiPath, proc: p}
+		b.targets[t.name] = &target{name: t.name, url: "http://" + listen + apiPath, proc: p, redis: t.store != "{kind: memory}"}
 	}
 
-	// nginx.
-	if err := b.startNginx(ctx, token); err != nil {
-		return err
+	// The three reference proxies.
+	for _, start := range []func(context.Context, string) error{b.startNginx, b.startHAProxy, b.startCaddy} {
+		if err := start(ctx, token); err != nil {
+			return err
+		}
 	}
 
 	for _, name := range targetOrder {
 		t := b.targets[name]
-		if err := b.waitFor(ctx, 30*time.Second, name+" answering errcode 0", func() bool { return b.probe(t.url) == nil }); err != nil {
-			return fmt.Errorf("%w (last probe: %v)", err, b.probe(t.url))
+		if err := b.waitFor(ctx, 30*time.Second, name+" answering 200 with errcode 0", func() bool { return b.probe(t.url) == nil }); err != nil {
+			return fmt.Errorf("%w (last probe: %v)\n%s log:\n%s", err, b.probe(t.url), name, t.self(b).output())
 		}
-		b.logf("%s answers errcode 0: %s", name, redactToken(t.url))
+		b.logf("%s answers 200 with errcode 0: %s", name, redactToken(t.url))
 	}
 	return nil
 }
 
-// startNginx writes nginx.conf and runs nginx in the foreground.
+// self is the target's own process: the proxy, or the simulator for direct.
+func (t *target) self(b *bench) *proc {
+	if t.proc != nil {
+		return t.proc
+	}
+	return b.sim
+}
+
+// upstreamHost is the simulator's host:port.
+func (b *bench) upstreamHost() string {
+	u, _ := url.Parse(b.simURL)
+	return u.Host
+}
+
+// proxyDir makes the directory of a reference proxy's config and files.
+func (b *bench) proxyDir(name string) (string, error) {
+	dir := filepath.Join(b.tmp, name)
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// maxConns is what a reference proxy must accept at once: the idle
+// connections and the measured ones, with room to spare.
+func (b *bench) maxConns() int { return b.opt.idle + 2*b.opt.connections + 1024 }
+
+// startNginx writes nginx.conf and runs nginx in the foreground: one
+// worker, with worker_connections and worker_rlimit_nofile sized for -idle.
 func (b *bench) startNginx(ctx context.Context, token string) error {
 	listen, err := freeAddr()
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(b.tmp, "nginx")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := b.proxyDir("nginx")
+	if err != nil {
 		return err
 	}
-	sim, _ := url.Parse(b.simURL)
-	conf, err := renderNginxConf(nginxConf{Root: os.Geteuid() == 0, Workers: "auto", Dir: dir, Listen: listen, Upstream: sim.Host, Token: token})
+	// Each proxied connection holds a caller and an upstream connection.
+	conns := b.maxConns() + b.opt.connections
+	conf, err := renderNginxConf(nginxConf{Root: os.Geteuid() == 0, Workers: "1", WorkerConnections: conns, RlimitNofile: conns + 1024,
+		Dir: dir, Listen: listen, Upstream: b.upstreamHost(), Token: token})
 	if err != nil {
 		return err
 	}
@@ -565,21 +817,95 @@ func (b *bench) startNginx(ctx context.Context, token string) error {
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
 	}
+	bin := b.bins["nginx"]
 	args := []string{"-c", path, "-p", dir + "/", "-e", filepath.Join(dir, "error.log")}
-	out, err := exec.CommandContext(ctx, b.nginxBin, append([]string{"-t"}, args...)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, append([]string{"-t"}, args...)...).CombinedOutput()
 	if err != nil && strings.Contains(string(out), "invalid option") {
 		args = args[:4] // nginx before 1.19.5 has no -e
-		out, err = exec.CommandContext(ctx, b.nginxBin, append([]string{"-t"}, args...)...).CombinedOutput()
+		out, err = exec.CommandContext(ctx, bin, append([]string{"-t"}, args...)...).CombinedOutput()
 	}
 	if err != nil {
 		return fmt.Errorf("nginx -t: %v\n%s\n%s", err, out, conf)
 	}
-	b.logf("starting nginx on %s: worker_processes auto (= %d, like GOMAXPROCS of the Go targets), access_log off, upstream keepalive 128, appends the fixed token; %s", listen, runtime.NumCPU(), strings.Join(append([]string{"nginx"}, args...), " "))
-	p, err := b.start(ctx, "nginx", b.nginxBin, args, nil, nil)
+	b.logf("starting nginx on %s: worker_processes 1, worker_connections %d, worker_rlimit_nofile %d, access_log off, upstream keepalive 128, appends the fixed token; %s",
+		listen, conns, conns+1024, strings.Join(append([]string{"nginx"}, args...), " "))
+	p, err := b.start(ctx, "nginx", bin, args, nil, nil)
 	if err != nil {
 		return err
 	}
 	b.targets[targetNginx] = &target{name: targetNginx, url: "http://" + listen + apiPath, proc: p}
+	return nil
+}
+
+// startHAProxy writes haproxy.cfg and runs HAProxy in the foreground (-db:
+// one process, no master): nbthread 1, maxconn sized for -idle.
+func (b *bench) startHAProxy(ctx context.Context, token string) error {
+	listen, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	dir, err := b.proxyDir("haproxy")
+	if err != nil {
+		return err
+	}
+	conf, err := renderHAProxyConf(haproxyConf{MaxConn: b.maxConns(), Nofile: b.nofile, Dir: dir, Listen: listen, Upstream: b.upstreamHost(), Token: token})
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	bin := b.bins["haproxy"]
+	if out, err := exec.CommandContext(ctx, bin, "-c", "-f", path).CombinedOutput(); err != nil {
+		return fmt.Errorf("haproxy -c: %v\n%s\n%s", err, out, conf)
+	}
+	args := []string{"-db", "-f", path}
+	b.logf("starting haproxy on %s: nbthread 1, maxconn %d, ulimit-n %d, keep-alive both sides, http-reuse always, no log, appends the fixed token; %s",
+		listen, b.maxConns(), b.nofile, strings.Join(append([]string{"haproxy"}, args...), " "))
+	p, err := b.start(ctx, "haproxy", bin, args, nil, nil)
+	if err != nil {
+		return err
+	}
+	b.targets[targetHAProxy] = &target{name: targetHAProxy, url: "http://" + listen + apiPath, proc: p}
+	return nil
+}
+
+// startCaddy writes a Caddyfile and runs caddy run: no admin endpoint, no
+// automatic HTTPS, no access log; its HOME and XDG directories point into
+// the temporary directory, so it writes nothing elsewhere.
+func (b *bench) startCaddy(ctx context.Context, token string) error {
+	listen, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	dir, err := b.proxyDir("caddy")
+	if err != nil {
+		return err
+	}
+	conf, err := renderCaddyfile(caddyConf{Dir: dir, Listen: listen, Upstream: b.upstreamHost(), Token: token})
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	env := []string{"HOME=" + dir, "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"), "XDG_DATA_HOME=" + filepath.Join(dir, "data")}
+	bin := b.bins["caddy"]
+	validate := exec.CommandContext(ctx, bin, "validate", "--config", path, "--adapter", "caddyfile")
+	validate.Env = append(os.Environ(), env...)
+	if out, err := validate.CombinedOutput(); err != nil {
+		return fmt.Errorf("caddy validate: %v\n%s\n%s", err, out, conf)
+	}
+	args := []string{"run", "--config", path, "--adapter", "caddyfile"}
+	b.logf("starting caddy on %s: reverse_proxy with keep-alive (128 idle upstream connections), admin off, auto_https off, log level WARN (no access log), GOMAXPROCS default (%d), appends the fixed token; %s",
+		listen, runtime.NumCPU(), strings.Join(append([]string{"caddy"}, args...), " "))
+	p, err := b.start(ctx, "caddy", bin, args, env, nil)
+	if err != nil {
+		return err
+	}
+	b.targets[targetCaddy] = &target{name: targetCaddy, url: "http://" + listen + apiPath, proc: p}
 	return nil
 }
 
@@ -660,7 +986,9 @@ func (b *bench) simStats() (simStats, error) {
 type runInfo struct {
 	result
 	requests  float64
-	cpu       map[string]float64 // % of one core: wrk, sim, proxy, redis
+	cpu       map[string]float64 // % of one core: wrk, sim, proxy, redis, irq, idle
+	redisCPU  float64            // µs of redis-server CPU per request
+	redisCmds float64            // redis commands per request (-1: not a Redis target)
 	simErrs   int64              // answers with errcode != 0 the simulator sent during the run
 	forwarded int64              // business calls the simulator received during the run
 	notes     []string
@@ -674,7 +1002,7 @@ func (b *bench) measure(ctx context.Context) ([]runInfo, error) {
 		if err != nil {
 			return nil, err
 		}
-		b.logf("warm-up %-15s %9.0f req/s, %d errors", name, ri.RPS, ri.Errors)
+		b.logf("warm-up %-20s %9.0f req/s, %d errors%s", name, ri.RPS, ri.Errors, notesSuffix(ri.notes))
 	}
 	b.logf("measuring: %d rounds of %v per target, wrk -t%d -c%d, targets in alternation", b.opt.rounds, b.opt.duration, wrkThreads, b.opt.connections)
 	var runs []runInfo
@@ -684,8 +1012,8 @@ func (b *bench) measure(ctx context.Context) ([]runInfo, error) {
 			if err != nil {
 				return runs, err
 			}
-			b.logf("round %d %-15s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  errors %d  cpu wrk %.0f%% sim %.0f%% proxy %s redis %.0f%% irq %.0f%% idle %.0f%%%s",
-				round, name, ri.RPS, ri.P50, ri.P99, ri.P999, ri.Errors, ri.cpu["wrk"], ri.cpu["sim"], cpuCell(ri, "proxy"), ri.cpu["redis"], ri.cpu["irq"], ri.cpu["idle"], notesSuffix(ri.notes))
+			b.logf("round %d %-20s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  errors %d  %.1f µs/req  rss %.1f MB  cpu wrk %.0f%% sim %.0f%% proxy %s redis %.0f%% irq %.0f%% idle %.0f%%%s",
+				round, name, ri.RPS, ri.P50, ri.P99, ri.P999, ri.Errors, ri.CPU, ri.RSS, ri.cpu["wrk"], ri.cpu["sim"], cpuCell(ri, "proxy"), ri.cpu["redis"], ri.cpu["irq"], ri.cpu["idle"], notesSuffix(ri.notes))
 			runs = append(runs, ri)
 		}
 	}
@@ -708,9 +1036,10 @@ func cpuCell(ri runInfo, k string) string {
 }
 
 // load runs wrk against t for d, with a probe before and after, and the
-// simulator's stats and every process's CPU time around it.
+// simulator's stats, Redis's command counts and every process's CPU time
+// around it.
 func (b *bench) load(ctx context.Context, t *target, round int, d time.Duration) (runInfo, error) {
-	ri := runInfo{result: result{Target: t.name, Round: round}, cpu: map[string]float64{}}
+	ri := runInfo{result: result{Target: t.name, Round: round}, cpu: map[string]float64{}, redisCmds: -1}
 	if err := b.probe(t.url); err != nil {
 		return ri, fmt.Errorf("%s: probe before round %d: %v", t.name, round, err)
 	}
@@ -718,14 +1047,17 @@ func (b *bench) load(ctx context.Context, t *target, round int, d time.Duration)
 	if err != nil {
 		return ri, fmt.Errorf("sim stats: %w", err)
 	}
+	// The target's own process group is "proxy", or "sim" for direct.
 	groups := map[string]*proc{"sim": b.sim, "redis": b.redis}
+	selfKey := "sim"
 	if t.proc != nil {
-		groups["proxy"] = t.proc
+		groups["proxy"], selfKey = t.proc, "proxy"
 	}
 	cpu0 := map[string]time.Duration{}
 	for k, p := range groups {
-		cpu0[k] = groupCPU(p.pgid())
+		cpu0[k] = readGroup(p.pgid()).cpu
 	}
+	cmds0, redisErr := redisCommands(b.redisAddr)
 	host0 := readHostCPU()
 	start := time.Now()
 	wr, wrkCPU, err := b.wrk(ctx, t.url, d)
@@ -737,15 +1069,38 @@ func (b *bench) load(ctx context.Context, t *target, round int, d time.Duration)
 		return ri, fmt.Errorf("%s round %d: %w", t.name, round, err)
 	}
 	host := readHostCPU().sub(host0)
+	cmds1, err := redisCommands(b.redisAddr)
 	ri.cpu["idle"] = 100 * float64(host.idle) / float64(wall)
 	ri.cpu["irq"] = 100 * float64(host.irq) / float64(wall)
 	if steal := 100 * float64(host.steal) / float64(wall); steal >= 5 {
 		ri.notes = append(ri.notes, fmt.Sprintf("%.0f%% of a core stolen by the hypervisor", steal))
 	}
+	used := map[string]time.Duration{}
 	for k, p := range groups {
-		ri.cpu[k] = 100 * float64(groupCPU(p.pgid())-cpu0[k]) / float64(wall)
+		g := readGroup(p.pgid())
+		used[k] = g.cpu - cpu0[k]
+		ri.cpu[k] = 100 * float64(used[k]) / float64(wall)
+		if k == selfKey {
+			ri.RSS = roundTo(float64(g.rssKB)/1024, 1)
+			if g.procs == 0 {
+				return ri, fmt.Errorf("%s round %d: no process of %s is running any more\n%s", t.name, round, p.name, p.output())
+			}
+		}
 	}
 	ri.cpu["wrk"] = 100 * float64(wrkCPU) / float64(wall)
+	ri.CPU = roundTo(perRequestMicros(used[selfKey], wr.Requests), 2)
+	ri.redisCPU = perRequestMicros(used["redis"], wr.Requests)
+	if t.redis {
+		switch {
+		case redisErr != nil || err != nil:
+			ri.notes = append(ri.notes, fmt.Sprintf("redis INFO commandstats: %v", errors.Join(redisErr, err)))
+		case wr.Requests > 0:
+			ri.redisCmds = float64(cmds1-cmds0) / wr.Requests
+		}
+		if t.name == targetQuotas && ri.redisCmds >= 0 && ri.redisCmds < 0.99 {
+			ri.notes = append(ri.notes, fmt.Sprintf("only %.2f Redis commands per request: the quota is not on every request's path", ri.redisCmds))
+		}
+	}
 	after, err := b.simStats()
 	if err != nil {
 		return ri, fmt.Errorf("sim stats: %w", err)
@@ -755,8 +1110,7 @@ func (b *bench) load(ctx context.Context, t *target, round int, d time.Duration)
 			ri.simErrs += v - before.Errcodes[k]
 		}
 	}
-	p := strings.SplitN(apiPath, "?", 2)[0]
-	ri.forwarded = after.APICalls[p] - before.APICalls[p]
+	ri.forwarded = after.APICalls[apiName] - before.APICalls[apiName]
 	ri.RPS, ri.P50, ri.P99, ri.P999, ri.Errors = roundTo(wr.RPS, 1), roundTo(wr.P50, 3), roundTo(wr.P99, 3), roundTo(wr.P999, 3), wr.Errors
 	ri.requests = wr.Requests
 	if wr.StatusErrors > 0 {
@@ -780,10 +1134,177 @@ func (b *bench) load(ctx context.Context, t *target, round int, d time.Duration)
 	return ri, nil
 }
 
+// perRequestMicros is cpu divided by requests, in µs; 0 without requests.
+func perRequestMicros(cpu time.Duration, requests float64) float64 {
+	if requests <= 0 {
+		return 0
+	}
+	return float64(cpu) / float64(time.Microsecond) / requests
+}
+
+// measureIdle opens -idle keep-alive connections to each target in turn
+// and reads the target's RSS with them open.
+func (b *bench) measureIdle(ctx context.Context) ([]idleResult, error) {
+	b.logf("idle: %d keep-alive connections to each target, one request on each (200, errcode 0), RSS read %v after the last one opened, then a second request on each to check it stayed open",
+		b.opt.idle, settle)
+	var out []idleResult
+	for _, name := range targetOrder {
+		r, err := b.idle(ctx, b.targets[name], b.opt.idle)
+		if err != nil {
+			return out, fmt.Errorf("%s idle: %w", name, err)
+		}
+		b.logf("idle %-20s RSS %.1f MB → %.1f MB with %d of %d connections open (%.1f KB per connection), %d still open after%s",
+			name, r.RSSBefore, r.RSS, r.Opened, r.Connections, r.KBPerConn, r.StillOpen, notesSuffix(r.notes))
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// idleWorkers open and use the idle connections concurrently.
+const idleWorkers = 64
+
+// idle opens n connections to t, sends one request on each and keeps them
+// open; after settle it reads t's RSS, then sends a second request on each
+// (were they all kept?) and closes them.
+func (b *bench) idle(ctx context.Context, t *target, n int) (idleResult, error) {
+	r := idleResult{Target: t.name, Connections: n}
+	u, err := url.Parse(t.url)
+	if err != nil {
+		return r, err
+	}
+	req := []byte("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: wxproxy-bench-idle\r\n\r\n")
+	self := t.self(b)
+	r.RSSBefore = roundTo(float64(readGroup(self.pgid()).rssKB)/1024, 1)
+
+	conns := make([]*idleConn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	errs := parallel(ctx, n, func(i int) error {
+		c, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		conns[i] = &idleConn{Conn: c, r: bufio.NewReader(c)}
+		return conns[i].get(req)
+	})
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	for i, err := range errs {
+		if err != nil && conns[i] != nil {
+			conns[i].Close()
+			conns[i] = nil
+		}
+	}
+	r.Opened = n - countErrs(errs)
+	r.noteErrs("opening", errs)
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(settle):
+	}
+	g := readGroup(self.pgid())
+	if g.procs == 0 {
+		return r, fmt.Errorf("no process of %s is running any more\n%s", self.name, self.output())
+	}
+	r.RSS = roundTo(float64(g.rssKB)/1024, 1)
+	if r.Opened > 0 {
+		r.KBPerConn = roundTo((r.RSS-r.RSSBefore)*1024/float64(r.Opened), 1)
+	}
+	errs = parallel(ctx, n, func(i int) error {
+		if conns[i] == nil {
+			return nil
+		}
+		return conns[i].get(req)
+	})
+	r.StillOpen = r.Opened - countErrs(errs)
+	r.noteErrs("second request", errs)
+	return r, ctx.Err()
+}
+
+// noteErrs notes how many of errs failed and the first error.
+func (r *idleResult) noteErrs(what string, errs []error) {
+	if n := countErrs(errs); n > 0 {
+		first := errors.Join(errs...) // the first line is the first error
+		line, _, _ := strings.Cut(first.Error(), "\n")
+		r.notes = append(r.notes, fmt.Sprintf("%s: %d of %d connections failed, first: %s", what, n, len(errs), line))
+	}
+}
+
+func countErrs(errs []error) int {
+	n := 0
+	for _, err := range errs {
+		if err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// parallel runs f(0..n-1) on idleWorkers goroutines and returns the errors
+// by index; it stops starting new calls when ctx is done.
+func parallel(ctx context.Context, n int, f func(i int) error) []error {
+	errs := make([]error, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(idleWorkers, n) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if ctx.Err() != nil {
+					errs[i] = ctx.Err()
+					continue
+				}
+				errs[i] = f(i)
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// idleConn is one keep-alive connection of the idle measurement.
+type idleConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+// get sends req and wants 200 with errcode 0 and no Connection: close.
+func (c *idleConn) get(req []byte) error {
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := c.Write(req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch {
+	case err != nil:
+		return err
+	case resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"errcode":0`)):
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+	case resp.Close:
+		return errors.New("the target closes the connection after the request (no keep-alive)")
+	}
+	return nil
+}
+
 // wrk runs wrk -t1 with the done() script and returns its result line and
 // the CPU time wrk used.
 func (b *bench) wrk(ctx context.Context, u string, d time.Duration) (wrkResult, time.Duration, error) {
-	cmd := exec.CommandContext(ctx, b.wrkBin, "-t"+strconv.Itoa(wrkThreads), "-c"+strconv.Itoa(b.opt.connections),
+	cmd := exec.CommandContext(ctx, b.bins["wrk"], "-t"+strconv.Itoa(wrkThreads), "-c"+strconv.Itoa(b.opt.connections),
 		"-d"+strconv.Itoa(int(d/time.Second))+"s", "--latency", "-s", b.wrkLua, u)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -803,9 +1324,9 @@ func (b *bench) wrk(ctx context.Context, u string, d time.Duration) (wrkResult, 
 	return r, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
-// finish prints the table, the medians and the ratios and writes the JSON.
-func (b *bench) finish(runs []runInfo) error {
-	rep := report{Machine: b.machine()}
+// finish prints the tables, the medians and the ratios and writes the JSON.
+func (b *bench) finish(runs []runInfo, idle []idleResult) error {
+	rep := report{Machine: b.machine(), Idle: idle}
 	for _, r := range runs {
 		rep.Results = append(rep.Results, r.result)
 	}
@@ -813,41 +1334,80 @@ func (b *bench) finish(runs []runInfo) error {
 
 	fmt.Fprintf(b.stdout, "\nmachine: %s\n\n", rep.Machine)
 	tw := tabwriter.NewWriter(b.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tround\treq/s\tp50 ms\tp99 ms\tp99.9 ms\terrors\t| cpu: wrk\tsim\tproxy\tredis\tirq\tidle\t")
+	fmt.Fprintln(tw, "target\tround\treq/s\tp50 ms\tp99 ms\tp99.9 ms\terrors\tcpu µs/req\trss MB\t| cpu: wrk\tsim\tproxy\tredis\tirq\tidle\t| redis cmd/req\t")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%d\t%.0f%%\t%.0f%%\t%s\t%.0f%%\t%.0f%%\t%.0f%%\t\n",
-			r.Target, r.Round, r.RPS, r.P50, r.P99, r.P999, r.Errors, r.cpu["wrk"], r.cpu["sim"], cpuCell(r, "proxy"), r.cpu["redis"], r.cpu["irq"], r.cpu["idle"])
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%d\t%.1f\t%.1f\t%.0f%%\t%.0f%%\t%s\t%.0f%%\t%.0f%%\t%.0f%%\t%s\t\n",
+			r.Target, r.Round, r.RPS, r.P50, r.P99, r.P999, r.Errors, r.CPU, r.RSS,
+			r.cpu["wrk"], r.cpu["sim"], cpuCell(r, "proxy"), r.cpu["redis"], r.cpu["irq"], r.cpu["idle"], redisCmdCell(r.redisCmds))
 	}
 	tw.Flush()
-	fmt.Fprintf(b.stdout, "(cpu: %% of one core over the run, %d00%% in all; wrk, the simulator and the proxy share the same cores; irq = hard+soft interrupts, mostly loopback TCP, charged to no process)\n", runtime.NumCPU())
+	fmt.Fprintf(b.stdout, "(cpu µs/req: user+system CPU time of the target's processes (/proc/PID/stat) over the requests completed, for direct the simulator's; rss: VmRSS of the target's processes after the run;\n"+
+		" cpu: %% of one core over the run, %d00%% in all; wrk, the simulator and the proxy share the same cores; irq = hard+soft interrupts, mostly loopback TCP, charged to no process;\n"+
+		" redis cmd/req: commands redis-server ran per request completed, those inside Lua scripts included (INFO commandstats))\n", runtime.NumCPU())
 
 	sums := summarize(rep.Results)
+	redisCPU := map[string][]float64{}
+	for _, r := range runs {
+		if b.targets[r.Target].redis {
+			redisCPU[r.Target] = append(redisCPU[r.Target], r.redisCPU)
+		}
+	}
 	fmt.Fprintf(b.stdout, "\nmedians over %d rounds:\n", b.opt.rounds)
 	tw = tabwriter.NewWriter(b.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\treq/s\tp50 ms\tp99 ms\tp99.9 ms\terrors (sum)\tmin..max req/s\t")
+	fmt.Fprintln(tw, "target\treq/s\tp50 ms\tp99 ms\tp99.9 ms\tcpu µs/req\t+ redis µs/req\trss MB\terrors (sum)\tmin..max req/s\t")
 	for _, name := range targetOrder {
 		s := sums[name]
-		var rps []float64
-		for _, r := range rep.Results {
-			if r.Target == name {
-				rps = append(rps, r.RPS)
-			}
+		redis := "-"
+		if v, ok := redisCPU[name]; ok {
+			redis = fmt.Sprintf("%.1f", median(v))
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.3f\t%.3f\t%d\t%.0f..%.0f\t\n", name, s.RPS, s.P50, s.P99, s.P999, s.Errors, slices.Min(rps), slices.Max(rps))
+		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.3f\t%.3f\t%.1f\t%s\t%.1f\t%d\t%.0f..%.0f\t\n", name, s.RPS, s.P50, s.P99, s.P999, s.CPU, redis, s.RSS, s.Errors, s.MinRPS, s.MaxRPS)
 	}
 	tw.Flush()
 
-	fmt.Fprintf(b.stdout, "\nratios of median req/s:\n")
-	fmt.Fprintf(b.stdout, "  wxproxy-memory/nginx          %.3f\n", rep.Ratios.MemoryOverNginx)
-	fmt.Fprintf(b.stdout, "  wxproxy-redis/wxproxy-memory  %.3f\n", rep.Ratios.RedisOverMemory)
-	fmt.Fprintf(b.stdout, "  wxproxy-memory/direct         %.3f\n", rep.Ratios.MemoryOverDirect)
-	fmt.Fprintf(b.stdout, "ratio of median p99 latency:\n")
-	fmt.Fprintf(b.stdout, "  wxproxy-memory/nginx          %.3f\n", ratio(sums[targetMemory].P99, sums[targetNginx].P99))
+	fmt.Fprintf(b.stdout, "\nratios (of median req/s; -cpu: of median CPU µs per request, lower is better):\n")
+	tw = tabwriter.NewWriter(b.stdout, 0, 0, 2, ' ', 0)
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{
+		{"wxproxy-memory/nginx", rep.Ratios.MemoryOverNginx},
+		{"wxproxy-memory/nginx-cpu", rep.Ratios.MemoryOverNginxCPU},
+		{"wxproxy-memory/caddy", rep.Ratios.MemoryOverCaddy},
+		{"wxproxy-redis/wxproxy-memory", rep.Ratios.RedisOverMemory},
+		{"wxproxy-redis-quotas/wxproxy-memory", rep.Ratios.QuotasOverMemory},
+		{"wxproxy-memory/direct", rep.Ratios.MemoryOverDirect},
+	} {
+		fmt.Fprintf(tw, "  %s\t%.3f\n", r.name, r.v)
+	}
+	tw.Flush()
+	fmt.Fprintf(b.stdout, "not in the JSON:\n")
+	tw = tabwriter.NewWriter(b.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  wxproxy-memory/haproxy\t%.3f\n", ratio(sums[targetMemory].RPS, sums[targetHAProxy].RPS))
+	fmt.Fprintf(tw, "  wxproxy-memory/haproxy-cpu\t%.3f\n", ratio(sums[targetMemory].CPU, sums[targetHAProxy].CPU))
+	fmt.Fprintf(tw, "  wxproxy-memory/caddy-cpu\t%.3f\n", ratio(sums[targetMemory].CPU, sums[targetCaddy].CPU))
+	fmt.Fprintf(tw, "  wxproxy-memory/nginx p99 latency\t%.3f\n", ratio(sums[targetMemory].P99, sums[targetNginx].P99))
+	tw.Flush()
+
+	if len(idle) > 0 {
+		fmt.Fprintf(b.stdout, "\nidle: RSS with %d idle keep-alive connections open to the target (each used for one request first):\n", b.opt.idle)
+		tw = tabwriter.NewWriter(b.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "target\trss MB before\trss MB with idle\tKB per conn\topened\tstill open after\t")
+		for _, r := range idle {
+			fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%d/%d\t%d\t\n", r.Target, r.RSSBefore, r.RSS, r.KBPerConn, r.Opened, r.Connections, r.StillOpen)
+		}
+		tw.Flush()
+	}
 
 	var notes []string
 	for _, r := range runs {
 		for _, n := range r.notes {
 			notes = append(notes, fmt.Sprintf("%s round %d: %s", r.Target, r.Round, n))
+		}
+	}
+	for _, r := range idle {
+		for _, n := range r.notes {
+			notes = append(notes, fmt.Sprintf("%s idle: %s", r.Target, n))
 		}
 	}
 	if len(notes) > 0 {
@@ -865,7 +1425,19 @@ func (b *bench) finish(runs []runInfo) error {
 		return err
 	}
 	fmt.Fprintf(b.stdout, "\nwrote %s\n", b.opt.out)
+	for _, r := range idle {
+		if r.Opened < r.Connections || r.StillOpen < r.Opened {
+			return fmt.Errorf("%s: only %d of %d idle connections opened and %d stayed open (see the notes)", r.Target, r.Opened, r.Connections, r.StillOpen)
+		}
+	}
 	return nil
+}
+
+func redisCmdCell(v float64) string {
+	if v < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", v)
 }
 
 // machine describes the host and the settings for the JSON "machine" field.
@@ -879,9 +1451,17 @@ func (b *bench) machine() string {
 			}
 		}
 	}
-	return fmt.Sprintf("%s, %d cores (shared by wrk, wechatsim and the target); %s %s/%s, GOMAXPROCS default (%d); %s, worker_processes auto (%d), upstream keepalive 128; %s -t%d -c%d -d%s, %d rounds in alternation after a %v warm-up; wxproxy log level warn, classic tokens, no quotas; wechatsim without latency",
+	v := b.versions
+	idle := ""
+	if b.opt.idle > 0 {
+		idle = fmt.Sprintf("; -idle %d, RLIMIT_NOFILE %d", b.opt.idle, b.nofile)
+	}
+	return fmt.Sprintf("%s, %d cores (shared by wrk, wechatsim and the target); %s %s/%s, GOMAXPROCS default (%d) for wxproxy and wechatsim; "+
+		"%s, worker_processes 1, upstream keepalive 128; %s, nbthread 1, http-reuse always; %s, GOMAXPROCS default, 128 idle upstream connections; %s; "+
+		"%s -t%d -c%d -d%s, %d rounds in alternation after a %v warm-up; wxproxy log level warn, classic tokens, no quotas except wxproxy-redis-quotas (%s per_minute %d, Redis store); wechatsim without latency%s",
 		cpu, runtime.NumCPU(), b.goVersion, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(),
-		b.nginxVersion, runtime.NumCPU(), b.wrkVersion, wrkThreads, b.opt.connections, b.opt.duration, b.opt.rounds, warmup)
+		v["nginx"], v["haproxy"], v["caddy"], v["redis-server"],
+		v["wrk"], wrkThreads, b.opt.connections, b.opt.duration, b.opt.rounds, warmup, apiName, quotaPerMinute, idle)
 }
 
 // redactToken hides the access_token value of a URL in printed output.
@@ -1030,19 +1610,44 @@ func (b *bench) cleanup() {
 	for _, p := range slices.Backward(b.procs) {
 		p.stop()
 	}
+	// The reference proxies' logs are kept only in the temporary
+	// directory; show them when the proxy complained.
 	for _, p := range b.procs {
-		if p.name == "nginx" {
-			// error.log is kept only in the temporary directory; show it
-			// when nginx complained.
-			if data, _ := os.ReadFile(filepath.Join(b.tmp, "nginx", "error.log")); bytes.Contains(data, []byte("[error]")) || bytes.Contains(data, []byte("[crit]")) || bytes.Contains(data, []byte("[alert]")) {
-				fmt.Fprintf(b.stderr, "nginx error.log (last lines):\n%s\n", tail(data, 2000))
-			}
+		log := p.log
+		var marks []string
+		switch p.name {
+		case "nginx":
+			log, marks = filepath.Join(b.tmp, "nginx", "error.log"), []string{"[error]", "[crit]", "[alert]", "[emerg]"}
+		case "haproxy":
+			marks = []string{"[ALERT]", "[WARNING]"}
+		case "caddy":
+			marks = []string{`"level":"error"`}
+		default:
+			continue
+		}
+		if data, _ := os.ReadFile(log); complained(string(data), marks) {
+			fmt.Fprintf(b.stderr, "%s log (last lines):\n%s\n", p.name, tail(data, 2000))
 		}
 	}
 	if err := os.RemoveAll(b.tmp); err != nil {
 		fmt.Fprintf(b.stderr, "removing %s: %v\n", b.tmp, err)
 	}
 	b.logf("stopped %d processes and removed %s", len(b.procs), b.tmp)
+}
+
+// complained reports whether a line of log has one of marks, leaving out
+// HAProxy's expected complaint that ulimit-n is below 2 * maxconn (see
+// haproxy.cfg.tmpl, no strict-limits).
+func complained(log string, marks []string) bool {
+	for l := range strings.Lines(log) {
+		if strings.Contains(l, "FD limit (") && strings.Contains(l, "too low for maxconn") {
+			continue
+		}
+		if slices.ContainsFunc(marks, func(m string) bool { return strings.Contains(l, m) }) {
+			return true
+		}
+	}
+	return false
 }
 
 func tail(b []byte, n int) []byte {
@@ -1052,12 +1657,21 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// groupCPU is the user+system CPU time of the live processes in process
-// group pgid, from /proc (in clock ticks of 1/100 s, Linux's USER_HZ).
-func groupCPU(pgid int) time.Duration {
+// group is what /proc says of the live processes of one process group.
+type group struct {
+	procs int
+	cpu   time.Duration // user+system, from /proc/PID/stat
+	rssKB int64         // VmRSS, from /proc/PID/status
+}
+
+// readGroup sums the user+system CPU time and the VmRSS of the live
+// processes in process group pgid (nginx's master and worker; one process
+// for the others). CPU time is in clock ticks of 1/100 s, Linux's USER_HZ.
+func readGroup(pgid int) group {
+	var g group
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return g
 	}
 	var ticks int64
 	for _, e := range ents {
@@ -1068,11 +1682,96 @@ func groupCPU(pgid int) time.Duration {
 		if err != nil {
 			continue
 		}
-		if pg, t, ok := parseStat(string(data)); ok && pg == pgid {
-			ticks += t
+		pg, t, ok := parseStat(string(data))
+		if !ok || pg != pgid {
+			continue
+		}
+		g.procs++
+		ticks += t
+		if data, err := os.ReadFile("/proc/" + e.Name() + "/status"); err == nil {
+			if kb, ok := parseVmRSS(string(data)); ok {
+				g.rssKB += kb
+			}
 		}
 	}
-	return time.Duration(ticks) * (time.Second / 100)
+	g.cpu = time.Duration(ticks) * (time.Second / 100)
+	return g
+}
+
+// parseVmRSS reads the "VmRSS:   1234 kB" line of /proc/PID/status (a
+// zombie or kernel thread has none).
+func parseVmRSS(status string) (kB int64, ok bool) {
+	for l := range strings.Lines(status) {
+		rest, found := strings.CutPrefix(l, "VmRSS:")
+		if !found {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		return n, err == nil && n >= 0
+	}
+	return 0, false
+}
+
+// redisCommands is the number of commands redis-server at addr has run
+// (INFO commandstats, the INFO calls themselves left out).
+func redisCommands(addr string) (int64, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("INFO commandstats\r\n")); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(c)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if !strings.HasPrefix(head, "$") || err != nil || n < 0 {
+		return 0, fmt.Errorf("INFO answered %q", strings.TrimSpace(head))
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	return parseCommandStats(string(body))
+}
+
+// parseCommandStats sums calls= over the cmdstat_ lines of INFO
+// commandstats, except cmdstat_info.
+func parseCommandStats(info string) (int64, error) {
+	var total int64
+	seen := false
+	for l := range strings.Lines(info) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		seen = true
+		if name == "cmdstat_info" {
+			continue
+		}
+		for kv := range strings.SplitSeq(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("%s: calls=%q", name, v)
+				}
+				total += n
+			}
+		}
+	}
+	if !seen {
+		return 0, errors.New("no cmdstat_ lines in INFO commandstats")
+	}
+	return total, nil
 }
 
 // hostCPU is the machine-wide CPU time of the first line of /proc/stat.
