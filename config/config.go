@@ -246,6 +246,7 @@ type Error struct {
 	Msg  string // what is wrong; never contains a secret
 
 	column int // orders errors on one line
+	phase  int // orders errors at one spot; see phaseKeys
 }
 
 // Error returns "key: msg".
