@@ -63,6 +63,7 @@ type envOptions struct {
 	simQuotas      map[string]wechatsim.Quota
 	maxBuffered    int64
 	bodyTimeout    time.Duration
+	headerTimeout  time.Duration
 	upTimeout      time.Duration
 	upstream       string // instead of the simulator, for apps' requests (token fetches still go to the simulator)
 	onBreaker      func(app string, to gobreaker.State)
@@ -150,6 +151,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		RetryBodyBytes: o.retryBodyBytes, MaxBodyBytes: o.maxBodyBytes, Transport: o.transport,
 		Access: o.access, Metrics: e.metrics, Registry: reg,
 		MaxBufferedBytes: o.maxBuffered, BodyReadTimeout: o.bodyTimeout, UpstreamTimeout: o.upTimeout,
+		ReadHeaderTimeout: o.headerTimeout,
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -106,9 +106,11 @@ func (p *Proxy) fail(r *request, err error) {
 	}
 	e := classify(wechat.RedactError(err))
 	r.err = e
-	if r.body.cb.armed && !r.body.cb.eof {
-		// The body was not read to its end: do not drain it for
-		// keep-alive; close the connection after this answer.
+	if (r.body.cb.armed && !r.body.cb.eof) || e.callersFault() {
+		// The body was not read to its end, or the request was malformed:
+		// do not drain it or read on for keep-alive; whatever follows on
+		// the connection is not trusted to start a request. Close it after
+		// this answer.
 		r.ctx.SetConnectionClose()
 	}
 	writeError(&r.ctx.Response, e)
