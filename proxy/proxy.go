@@ -9,8 +9,8 @@
 // state passed from stage to stage (serve, below):
 //
 //	hygiene.go  framing and target checks, the cleaned path
+//	access.go   who may call (before anything else is decided for them)
 //	route.go    which app
-//	access.go   who may call
 //	local.go    token endpoints answered here
 //	quota.go    caller and API limits
 //	body.go     the body, buffered for replay or streamed
