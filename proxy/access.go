@@ -3,9 +3,10 @@ package proxy
 import (
 	"crypto/sha256"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Access says who may use the caller port. The zero Access allows
@@ -50,9 +51,9 @@ func (p *Proxy) SetAccess(a Access) { p.access.Store(compileAccess(a)) }
 
 // admit checks the caller's address and key; it returns the caller's key
 // (nil when keys are not in use).
-func (a *access) admit(r *http.Request) (*CallerKey, error) {
+func (a *access) admit(ctx *fasthttp.RequestCtx) (*CallerKey, error) {
 	if len(a.cidrs) > 0 {
-		ip := remoteIP(r)
+		ip := remoteIP(ctx)
 		if !ip.IsValid() || !slices.ContainsFunc(a.cidrs, func(p netip.Prefix) bool { return p.Contains(ip) }) {
 			return nil, &Error{Kind: KindForbidden, Msg: "caller address is not in callers.allow_cidrs"}
 		}
@@ -60,11 +61,11 @@ func (a *access) admit(r *http.Request) (*CallerKey, error) {
 	if a.keys == nil {
 		return nil, nil
 	}
-	k := r.Header.Get(headerKey)
-	if k == "" {
+	k := ctx.Request.Header.Peek(headerKey)
+	if len(k) == 0 {
 		return nil, &Error{Kind: KindForbidden, Msg: "send your caller key in the X-WXProxy-Key header"}
 	}
-	ck := a.keys[sha256.Sum256([]byte(k))]
+	ck := a.keys[sha256.Sum256(k)]
 	if ck == nil {
 		return nil, &Error{Kind: KindForbidden, Msg: "unknown X-WXProxy-Key"}
 	}
@@ -75,14 +76,16 @@ func (k *CallerKey) mayUse(app string) bool {
 	return k == nil || len(k.Apps) == 0 || slices.Contains(k.Apps, app)
 }
 
-func remoteIP(r *http.Request) netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
+func remoteIP(ctx *fasthttp.RequestCtx) netip.Addr {
+	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+		return netip.Addr{}
 	}
-	ip, err := netip.ParseAddr(host)
+	ip, err := netip.ParseAddrPort(ctx.RemoteAddr().String())
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ip.Unmap()
+	return ip.Addr().Unmap()
 }

@@ -184,11 +184,7 @@ func TestAdversaryCorpSecretThrottleSharedSlotDoS(t *testing.T) {
 		time.Sleep(time.Duration(61-s) * time.Second) // stay inside one throttle window
 	}
 	ask := func(ip, secret string) int {
-		r := httptest.NewRequest(http.MethodGet, "/cgi-bin/gettoken?corpid="+corpID+"&corpsecret="+url.QueryEscape(secret), nil)
-		r.RemoteAddr = "[" + ip + "]:1234"
-		w := httptest.NewRecorder()
-		e.proxy.ServeHTTP(w, r)
-		return w.Code
+		return serveFrom(e.proxy, http.MethodGet, "/cgi-bin/gettoken?corpid="+corpID+"&corpsecret="+url.QueryEscape(secret), ip)
 	}
 	n := 0
 	addr := func() string { n++; return "2001:db8:bad::" + strconv.FormatInt(int64(n), 16) }

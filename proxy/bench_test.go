@@ -1,16 +1,19 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/token"
@@ -25,30 +28,7 @@ func (s staticTokens) Invalidate(context.Context, string) (*token.Token, error) 
 
 const okBody = `{"errcode":0,"errmsg":"ok","echo":{"appid":"wx1111111111111111"}}`
 
-// cannedTransport answers every request without a network: what remains
-// is the proxy's own cost.
-type cannedTransport struct{}
-
-func (cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Body != nil {
-		io.Copy(io.Discard, r.Body)
-		r.Body.Close()
-	}
-	return &http.Response{
-		StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1,
-		Header:        http.Header{"Content-Type": {"application/json; encoding=utf-8"}},
-		Body:          io.NopCloser(strings.NewReader(okBody)),
-		ContentLength: int64(len(okBody)),
-		Request:       r,
-	}, nil
-}
-
-func benchProxy(b *testing.B, transport http.RoundTripper, upstream string) *proxy.Proxy {
-	b.Helper()
-	return benchProxyLog(b, transport, upstream, false)
-}
-
-func benchProxyLog(b *testing.B, transport http.RoundTripper, upstream string, logging bool) *proxy.Proxy {
+func benchProxyLog(b *testing.B, client *proxy.Client, upstream string, logging bool) *proxy.Proxy {
 	b.Helper()
 	level := slog.LevelWarn // access lines are Info
 	if logging {
@@ -59,7 +39,7 @@ func benchProxyLog(b *testing.B, transport http.RoundTripper, upstream string, l
 	tok := &token.Token{Value: strings.Repeat("T", 136), ObtainedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
 	p, err := proxy.New(proxy.Options{
 		Apps:       []*proxy.App{{Name: "main", Kind: proxy.KindOfficial, AppID: "wx1111111111111111", Secret: "s", Upstream: up, Tokens: staticTokens{tok}}},
-		Transport:  transport,
+		Transport:  client,
 		DefaultApp: "main",
 		Logger:     logger,
 	})
@@ -69,34 +49,30 @@ func benchProxyLog(b *testing.B, transport http.RoundTripper, upstream string, l
 	return p
 }
 
-// reusedTransport answers from one response it resets each time, so the
-// benchmark counts no allocations of its own. Not for concurrent use.
-type reusedTransport struct {
-	resp http.Response
-	body strings.Reader
+// memUpstream is a fasthttp upstream on an in-memory listener answering
+// okBody, and a client that dials it: no sockets, no syscalls.
+func memUpstream(b *testing.B) *proxy.Client {
+	b.Helper()
+	ln := fasthttputil.NewInmemoryListener()
+	body := []byte(okBody)
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json; encoding=utf-8")
+		ctx.SetBody(body)
+	}, NoDefaultServerHeader: true, NoDefaultDate: true}
+	go srv.Serve(ln) //nolint:errcheck
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	c, err := proxy.NewClient(proxy.TransportOptions{Dial: func(string) (net.Conn, error) { return ln.Dial() }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
 }
 
-func (t *reusedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	t.body.Reset(okBody)
-	t.resp = http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, Header: t.resp.Header,
-		Body: io.NopCloser(&t.body), ContentLength: int64(len(okBody)), Request: r}
-	return &t.resp, nil
-}
-
-// reusedWriter is a ResponseWriter reused across iterations.
-type reusedWriter struct {
-	h    http.Header
-	code int
-}
-
-func (w *reusedWriter) Header() http.Header         { return w.h }
-func (w *reusedWriter) WriteHeader(code int)        { w.code = code }
-func (w *reusedWriter) Write(p []byte) (int, error) { return len(p), nil }
-
-// BenchmarkProxyHandler: one request through the whole proxy (routing,
-// injection, ReverseProxy, retry transport, errcode scan, response copy)
-// with an allocation-free upstream and writer: every allocation counted is
-// the proxy's (including httputil.ReverseProxy's own).
+// BenchmarkProxyHandler: one request through the whole proxy handler (all
+// the stages, the upstream round trip over an in-memory connection, the
+// answer written into a reused RequestCtx). The in-memory upstream server
+// runs in the same process, so its allocations are counted too (fasthttp
+// allocates none per request once warm).
 func BenchmarkProxyHandler(b *testing.B) {
 	for _, logging := range []bool{false, true} {
 		name := "access-log-off"
@@ -104,17 +80,20 @@ func BenchmarkProxyHandler(b *testing.B) {
 			name = "access-log-on"
 		}
 		b.Run(name, func(b *testing.B) {
-			tr := &reusedTransport{resp: http.Response{Header: http.Header{"Content-Type": {"application/json; encoding=utf-8"}}}}
-			p := benchProxyLog(b, tr, "http://upstream.invalid", logging)
-			req := httptest.NewRequest("GET", "/cgi-bin/user/info?openid=o1&lang=zh_CN", nil)
-			req.RemoteAddr = "127.0.0.1:1234"
-			w := &reusedWriter{h: http.Header{}}
+			p := benchProxyLog(b, memUpstream(b), "http://upstream.invalid", logging)
+			h := p.Handler()
+			var req fasthttp.Request
+			req.Header.SetMethod("GET")
+			req.SetRequestURI("/cgi-bin/user/info?openid=o1&lang=zh_CN")
+			req.Header.SetHost("wxproxy")
+			var ctx fasthttp.RequestCtx
+			ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1234}, nil)
 			b.ReportAllocs()
 			for b.Loop() {
-				clear(w.h)
-				p.ServeHTTP(w, req)
-				if w.code != 200 {
-					b.Fatal(w.code)
+				ctx.Response.Reset()
+				h(&ctx)
+				if ctx.Response.StatusCode() != 200 {
+					b.Fatal(ctx.Response.StatusCode(), string(ctx.Response.Body()))
 				}
 			}
 		})
@@ -123,39 +102,47 @@ func BenchmarkProxyHandler(b *testing.B) {
 
 // BenchmarkProxyPOST: the same with a JSON body (buffered for replay).
 func BenchmarkProxyPOST(b *testing.B) {
-	p := benchProxy(b, cannedTransport{}, "http://upstream.invalid")
+	p := benchProxyLog(b, memUpstream(b), "http://upstream.invalid", false)
+	h := p.Handler()
 	body := []byte(`{"touser":"o1","msgtype":"text","text":{"content":"hello"}}`)
+	var req fasthttp.Request
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("/cgi-bin/message/custom/send")
+	req.Header.SetHost("wxproxy")
+	req.SetBody(body)
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1234}, nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		req := httptest.NewRequest("POST", "/cgi-bin/message/custom/send", bytes.NewReader(body))
-		w := httptest.NewRecorder()
-		p.ServeHTTP(w, req)
-		if w.Code != 200 {
-			b.Fatal(w.Code)
+		ctx.Response.Reset()
+		h(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			b.Fatal(ctx.Response.StatusCode())
 		}
 	}
 }
 
 // BenchmarkProxyEndToEnd: a client → proxy → upstream, all over loopback
-// HTTP with httptest servers; allocations of all three are counted.
+// HTTP; the client and the upstream are the same net/http ones as before
+// the engine moved to fasthttp, so the numbers compare. Allocations of all
+// three are counted.
 func BenchmarkProxyEndToEnd(b *testing.B) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json; encoding=utf-8")
 		io.WriteString(w, okBody)
 	}))
 	defer upstream.Close()
-	tr, err := proxy.NewTransport(proxy.TransportOptions{Timeout: 10 * time.Second})
+	client, err := proxy.NewClient(proxy.TransportOptions{Timeout: 10 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := benchProxy(b, tr, upstream.URL)
-	front := httptest.NewServer(p)
-	defer front.Close()
-	client := front.Client()
-	url := front.URL + "/cgi-bin/user/info?openid=o1"
+	p := benchProxyLog(b, client, upstream.URL, false)
+	front := serve(b, p)
+	url := front + "/cgi-bin/user/info?openid=o1"
+	hc := &http.Client{}
 	b.ReportAllocs()
 	for b.Loop() {
-		resp, err := client.Get(url)
+		resp, err := hc.Get(url)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,19 +1,48 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
 	"io"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
-// prepareBody bounds the request body by max_body_bytes and the time the
-// caller may take to send it (body_read_timeout), and buffers it when it
-// fits in retry_body_bytes and the shared buffer budget
+// body is a caller's request body as the proxy forwards it: in hand
+// (replay true: bytes, possibly none) or streaming from the caller (then
+// stream and size, -1 when unknown).
+type body struct {
+	cb     callerBody
+	bytes  []byte
+	replay bool
+	held   *heldBody
+	stream io.Reader
+	size   int
+}
+
+// armBody puts every request body, before anything reads it, behind
+// max_body_bytes and a callerBody that tells the caller's faults from
+// WeChat's. The body read deadline (body_read_timeout) is armed by the
+// server as soon as the head has arrived (newServer), so no path — a local
+// token answer decoding its JSON, an early refusal whose unread body the
+// server drains — reads a caller's body without it.
+func (p *Proxy) armBody(r *request) {
+	h := &r.ctx.Request.Header
+	cl := h.ContentLength()
+	if cl == 0 || cl == -2 {
+		return
+	}
+	var in io.Reader = r.ctx.RequestBodyStream()
+	if in == nil { // a server without StreamRequestBody read it already
+		in = &prefix{b: r.ctx.Request.Body()}
+	}
+	r.body.cb = callerBody{r: in, limit: p.maxBody, declared: int64(cl), armed: true}
+}
+
+// prepareBody bounds the request body by max_body_bytes and buffers it
+// when it fits in retry_body_bytes and the shared buffer budget
 // (max_buffered_bytes), so that a token retry can replay it byte for byte.
 // A larger body streams to WeChat and is not replayed. Buffers grow with
 // the bytes that actually arrive; a declared Content-Length reserves
@@ -23,100 +52,105 @@ import (
 // the caller's own failures (bad chunk framing, a truncated body, a slow
 // sender, an oversized body) so they are answered as the caller's error and
 // never count against WeChat.
-func (p *Proxy) prepareBody(r *http.Request, c *call) error {
-	if r.ContentLength > p.maxBody {
-		return &Error{Kind: KindBodyTooLarge, Msg: "request body is larger than max_body_bytes (" + strconv.FormatInt(p.maxBody, 10) + " bytes)"}
+func (p *Proxy) prepareBody(r *request) error {
+	b := &r.body
+	cb := &b.cb
+	if cb.declared > p.maxBody {
+		return errTooLarge(p.maxBody)
 	}
-	if !hasBody(r) {
-		c.replay = true
+	if !cb.armed {
+		b.replay = true
 		return nil
 	}
-	cb := &c.cbody
-	if r.ContentLength > p.retryBody {
-		return nil // streams; too large to replay
+	b.size = -1
+	if cb.declared >= 0 {
+		b.size = int(cb.declared)
+	}
+	if cb.declared > p.retryBody {
+		b.stream = cb // streams; too large to replay
+		return nil
 	}
 	buf, err := p.buffers.read(cb, p.retryBody)
 	switch {
 	case err != nil:
 		p.buffers.release(buf)
-		return c.bodyError(err)
+		return bodyError(err)
 	case buf.streamRest:
 		// Over retry_body_bytes or the buffer budget: send what was read,
 		// then stream the rest.
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf.b), cb), cb}
-		c.held = buf
+		b.stream = io.MultiReader(&prefix{b: buf.b}, cb)
+		b.held = buf
 		return nil
 	}
-	c.body, c.replay, c.held = buf.b, true, buf
+	b.bytes, b.replay, b.held = buf.b, true, buf
 	return nil
 }
 
-func hasBody(r *http.Request) bool {
-	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-}
+// prefix reads a byte slice without a bytes.Reader's allocation.
+type prefix struct{ b []byte }
 
-// armBody puts every request body, before anything reads it, behind
-// max_body_bytes, the body read deadline (body_read_timeout) and a
-// callerBody that tells the caller's faults from WeChat's. It runs first,
-// so that no path — a local token answer decoding its JSON, an early
-// refusal whose unread body net/http drains — reads a caller's body
-// without a deadline.
-func (p *Proxy) armBody(w http.ResponseWriter, r *http.Request, c *call) {
-	if !hasBody(r) {
-		return
+func (p *prefix) Read(dst []byte) (int, error) {
+	if len(p.b) == 0 {
+		return 0, io.EOF
 	}
-	rc := http.NewResponseController(w)
-	if p.bodyTimeout > 0 && rc.SetReadDeadline(p.now().Add(p.bodyTimeout)) == nil {
-		c.clearDeadline = rc
-	}
-	cb := &c.cbody
-	cb.rc, cb.c = http.MaxBytesReader(w, r.Body, p.maxBody), c
-	r.Body = cb
+	n := copy(dst, p.b)
+	p.b = p.b[n:]
+	return n, nil
 }
 
 // callerBody is the caller's request body as the proxy reads it. It
-// remembers the first read error that is the caller's doing, and clears
-// the body read deadline once the body has arrived, so a slow upstream
-// answer is never cut by the caller's deadline.
+// enforces max_body_bytes, turns a body that ends before its
+// Content-Length into io.ErrUnexpectedEOF (fasthttp reports it as the end),
+// and remembers the first read error, which is always the caller's doing.
 type callerBody struct {
-	rc  io.ReadCloser
-	c   *call
-	err error // first caller-side read error
-	eof bool  // read to its end
+	r        io.Reader
+	limit    int64
+	declared int64 // Content-Length, -1 chunked
+	n        int64
+	armed    bool  // the request has a body
+	err      error // first caller-side read error
+	eof      bool  // read to its end
 }
 
 func (b *callerBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.eof {
+		return 0, io.EOF
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	switch {
+	case b.n > b.limit:
+		err = errTooLarge(b.limit)
+	case err == io.EOF && b.declared >= 0 && b.n < b.declared:
+		err = io.ErrUnexpectedEOF
+	}
 	switch {
 	case err == io.EOF:
 		b.eof = true
-		b.c.bodyDone()
-	case err != nil && b.err == nil:
+	case err != nil:
 		b.err = err
 	}
 	return n, err
 }
 
-func (b *callerBody) Close() error { return b.rc.Close() }
-
-// bodyDone lifts the body read deadline once the body is in. It stays in
-// force otherwise: net/http may still read (discard) the rest of a body the
-// proxy gave up on, and a slow caller must not hold the connection then.
-func (c *call) bodyDone() {
-	if c.clearDeadline != nil {
-		_ = c.clearDeadline.SetReadDeadline(time.Time{})
-		c.clearDeadline = nil
-	}
+// errTooLarge is a body over max_body_bytes.
+func errTooLarge(limit int64) *Error {
+	return &Error{Kind: KindBodyTooLarge, Msg: "request body is larger than max_body_bytes (" + strconv.FormatInt(limit, 10) + " bytes)"}
 }
 
 // bodyError turns a failure to read the caller's body into the caller's
 // error: 413 over max_body_bytes, 408 too slow, else 400.
-func (c *call) bodyError(err error) error {
-	var mbe *http.MaxBytesError
+func bodyError(err error) error {
+	var pe *Error
 	var te interface{ Timeout() bool }
 	switch {
-	case errors.As(err, &mbe):
-		return &Error{Kind: KindBodyTooLarge, Msg: "request body is larger than max_body_bytes (" + strconv.FormatInt(mbe.Limit, 10) + " bytes)", Err: err}
+	case errors.As(err, &pe):
+		return pe
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return &Error{Kind: KindBodyTooLarge, Msg: "request body is larger than max_body_bytes", Err: err}
 	case errors.As(err, &te) && te.Timeout():
 		return &Error{Kind: KindBodyTimeout, Msg: "request body did not arrive within body_read_timeout", Err: err}
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -127,16 +161,11 @@ func (c *call) bodyError(err error) error {
 
 // callerFault returns the caller's body error behind a failed upstream
 // call, if the failure was the caller's doing.
-func (c *call) callerFault() error {
-	if c.cbody.c != nil && c.cbody.err != nil {
-		return c.bodyError(c.cbody.err)
+func (r *request) callerFault() error {
+	if r.body.cb.err != nil {
+		return bodyError(r.body.cb.err)
 	}
 	return nil
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }
 
 // buffers lends request body buffers within a byte budget shared by all

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -52,15 +53,17 @@ type envOptions struct {
 	defaultApp     string     // default "main"; "-" for none
 	retryBodyBytes int64
 	maxBodyBytes   int64
-	transport      http.RoundTripper
-	noStartup      bool                   // do not fetch the first tokens before returning
-	quotas         *ratelimit.Settings    // for app "main"
-	breaker        *proxy.BreakerSettings // for app "main"
+	transport      *proxy.Client
+	simWrap        func(http.Handler) http.Handler // wraps the simulator's handler (to see what reaches WeChat)
+	noStartup      bool                            // do not fetch the first tokens before returning
+	quotas         *ratelimit.Settings             // for app "main"
+	breaker        *proxy.BreakerSettings          // for app "main"
 	access         proxy.Access
 	registry       *prometheus.Registry
 	simQuotas      map[string]wechatsim.Quota
 	maxBuffered    int64
 	bodyTimeout    time.Duration
+	headerTimeout  time.Duration
 	upTimeout      time.Duration
 	upstream       string // instead of the simulator, for apps' requests (token fetches still go to the simulator)
 	onBreaker      func(app string, to gobreaker.State)
@@ -77,7 +80,11 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	simSrv := httptest.NewServer(sim)
+	var simHandler http.Handler = sim
+	if o.simWrap != nil {
+		simHandler = o.simWrap(sim)
+	}
+	simSrv := httptest.NewServer(simHandler)
 	tb.Cleanup(simSrv.Close)
 	up, _ := url.Parse(simSrv.URL)
 	if o.upstream != "" {
@@ -144,16 +151,13 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		RetryBodyBytes: o.retryBodyBytes, MaxBodyBytes: o.maxBodyBytes, Transport: o.transport,
 		Access: o.access, Metrics: e.metrics, Registry: reg,
 		MaxBufferedBytes: o.maxBuffered, BodyReadTimeout: o.bodyTimeout, UpstreamTimeout: o.upTimeout,
+		ReadHeaderTimeout: o.headerTimeout,
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	e.proxy = p
-	srv := httptest.NewUnstartedServer(p)
-	srv.Config.DisableGeneralOptionsHandler = true // "OPTIONS *" reaches the proxy, as in wxproxy serve
-	srv.Start()
-	tb.Cleanup(srv.Close)
-	e.url = srv.URL
+	e.url = serve(tb, p)
 	if !o.noStartup {
 		for name, c := range e.caches {
 			if _, err := c.Get(context.Background()); err != nil {
@@ -162,6 +166,25 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		}
 	}
 	return e
+}
+
+// serve runs p on a loopback listener, as wxproxy serve does, and returns
+// its base URL; the server is shut down when the test ends.
+func serve(tb testing.TB, p *proxy.Proxy) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+		<-done
+	})
+	return "http://" + ln.Addr().String()
 }
 
 // answer is a decoded WeChat-shaped answer.

@@ -2,11 +2,15 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/wxproxy/wxproxy/wechat"
 )
@@ -28,7 +32,8 @@ const (
 	KindBlockedPath      Kind = "blocked_path"
 	KindBodyTooLarge     Kind = "body_too_large"
 	KindBadRequest       Kind = "bad_request"
-	KindBodyTimeout      Kind = "body_timeout" // answered as bad_request with 408
+	KindBodyTimeout      Kind = "body_timeout"     // answered as bad_request with 408
+	KindHeaderTooLarge   Kind = "header_too_large" // answered as bad_request with 431
 )
 
 // Error is an error wxproxy answers itself, in WeChat's JSON shape. Msg is
@@ -50,14 +55,14 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// answer is how each Kind is sent: HTTP status, errcode, header value.
-type answer struct {
+// errAnswer is how each Kind is sent: HTTP status, errcode, header value.
+type errAnswer struct {
 	status  int
 	errcode int
 	header  string
 }
 
-var answers = map[Kind]answer{
+var answers = map[Kind]errAnswer{
 	KindRateLimited:      {http.StatusTooManyRequests, wechat.CodeMinuteQuota, "rate_limited"},
 	KindQuotaExhausted:   {http.StatusTooManyRequests, wechat.CodeDailyQuota, "quota_exhausted"},
 	KindCircuitOpen:      {http.StatusServiceUnavailable, wechat.CodeSystemError, "circuit_open"},
@@ -70,12 +75,13 @@ var answers = map[Kind]answer{
 	KindBodyTooLarge:     {http.StatusRequestEntityTooLarge, wechat.CodeEmptyPostData, "body_too_large"},
 	KindBadRequest:       {http.StatusBadRequest, wechat.CodeDataFormat, "bad_request"},
 	KindBodyTimeout:      {http.StatusRequestTimeout, wechat.CodeDataFormat, "bad_request"},
+	KindHeaderTooLarge:   {http.StatusRequestHeaderFieldsTooLarge, wechat.CodeDataFormat, "bad_request"},
 }
 
 // callersFault reports whether e is the caller's own doing (a bad or slow
 // body), which must never count against WeChat.
 func (e *Error) callersFault() bool {
-	return e.Kind == KindBadRequest || e.Kind == KindBodyTimeout || e.Kind == KindBodyTooLarge
+	return e.Kind == KindBadRequest || e.Kind == KindBodyTimeout || e.Kind == KindBodyTooLarge || e.Kind == KindHeaderTooLarge
 }
 
 // classify turns any error met while serving a request into an *Error.
@@ -85,10 +91,6 @@ func classify(err error) *Error {
 	if errors.As(err, &pe) {
 		return pe
 	}
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return &Error{Kind: KindBodyTooLarge, Msg: "request body is larger than max_body_bytes (" + strconv.FormatInt(mbe.Limit, 10) + " bytes)", Err: err}
-	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return &Error{Kind: KindUpstreamTimeout, Msg: "WeChat did not answer within upstream_timeout; retry later", Err: err}
@@ -96,20 +98,78 @@ func classify(err error) *Error {
 	return &Error{Kind: KindUpstream, Msg: "WeChat is unreachable; retry later", Err: err}
 }
 
+// fail answers err: the one funnel through which every wxproxy error
+// reaches a caller.
+func (p *Proxy) fail(r *request, err error) {
+	if cf := r.callerFault(); cf != nil {
+		err = cf // the caller's body broke the upstream call: the caller's error
+	}
+	e := classify(wechat.RedactError(err))
+	r.err = e
+	if (r.body.cb.armed && !r.body.cb.eof) || e.callersFault() {
+		// The body was not read to its end, or the request was malformed:
+		// do not drain it or read on for keep-alive; whatever follows on
+		// the connection is not trusted to start a request. Close it after
+		// this answer.
+		r.ctx.SetConnectionClose()
+	}
+	writeError(&r.ctx.Response, e)
+}
+
+// parseError is the caller port's error handler: what fasthttp refuses
+// before the proxy's handler runs (a malformed head, a head over
+// max_header_bytes, a body too slow to start, a bad target) is answered
+// through the same funnel, in WeChat's shape, and logged.
+func (p *Proxy) parseError(ctx *fasthttp.RequestCtx, err error) {
+	r := &request{ctx: ctx, start: p.now(), reqID: p.ids.next()}
+	var e *Error
+	var te interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &te) && te.Timeout():
+		e = &Error{Kind: KindBodyTimeout, Msg: "request did not arrive within read_header_timeout or body_read_timeout", Err: err}
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e = &Error{Kind: KindBodyTooLarge, Msg: "request body is larger than max_body_bytes", Err: err}
+	case isSmallBuffer(err):
+		e = &Error{Kind: KindHeaderTooLarge, Msg: "request headers are larger than max_header_bytes", Err: err}
+	default:
+		e = &Error{Kind: KindBadRequest, Msg: "malformed request", Err: err}
+	}
+	r.err = e
+	ctx.Response.Reset()
+	writeError(&ctx.Response, e)
+	p.finish(r)
+}
+
+func isSmallBuffer(err error) bool {
+	var sb *fasthttp.ErrSmallBuffer
+	return errors.As(err, &sb)
+}
+
+// writeJSON writes v as compact JSON with no trailing newline: some SDKs
+// fail to parse anything else.
+func writeJSON(w io.Writer, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return // only plain structs of strings and numbers are written
+	}
+	_, _ = w.Write(b)
+}
+
 // writeError sends e to the caller in WeChat's JSON shape.
-func writeError(w http.ResponseWriter, e *Error) {
+func writeError(resp *fasthttp.Response, e *Error) {
 	a, ok := answers[e.Kind]
 	if !ok {
 		a = answers[KindUpstream]
 	}
-	h := w.Header()
-	h.Set("Content-Type", jsonContentType)
+	resp.ResetBody()
+	h := &resp.Header
+	h.SetContentType(jsonContentType)
 	h.Set(headerError, a.header)
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
-	w.WriteHeader(a.status)
-	writeJSON(w, struct {
+	resp.SetStatusCode(a.status)
+	writeJSON(resp.BodyWriter(), struct {
 		ErrCode int    `json:"errcode"`
 		ErrMsg  string `json:"errmsg"`
 	}{a.errcode, "wxproxy: " + e.Msg})

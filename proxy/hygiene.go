@@ -1,10 +1,12 @@
 package proxy
 
 import (
-	"net/http"
+	"bytes"
 	"net/url"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
 )
 
 // target is a caller's request target after hygiene: the cleaned path that
@@ -23,8 +25,7 @@ func errTarget(why string) *Error {
 // cleanTarget checks the request target and cleans its path, before
 // anything reads either (SPEC §4 "Request hygiene"):
 //   - only origin-form targets ("/path?query"): absolute-form,
-//     authority-form (CONNECT), asterisk-form and anything whose parsed URL
-//     has a scheme, host or opaque part are refused;
+//     authority-form (CONNECT) and asterisk-form are refused;
 //   - a fragment is dropped;
 //   - an escaped "/" or "\" (%2F, %5C), a raw "\", a control character or
 //     space, a ";", invalid UTF-8 or a malformed escape is refused, and so
@@ -34,16 +35,17 @@ func errTarget(why string) *Error {
 //
 // The result is what wxproxy routes, classifies and forwards, so no
 // spelling of a path can reach WeChat as something wxproxy did not decide
-// on.
-func cleanTarget(r *http.Request) (target, error) {
-	raw := r.RequestURI
-	if r.Method == http.MethodConnect || r.URL == nil || r.URL.Scheme != "" || r.URL.Host != "" || r.URL.Opaque != "" ||
-		len(raw) == 0 || raw[0] != '/' {
+// on. It reads the raw request-target as the caller sent it, never
+// fasthttp's normalised URI.
+func cleanTarget(h *fasthttp.RequestHeader) (target, error) {
+	rawb := h.RequestURI()
+	if h.IsConnect() || len(rawb) == 0 || rawb[0] != '/' {
 		return target{}, errTarget("only origin-form targets (/path?query) are served")
 	}
-	if i := strings.IndexByte(raw, '#'); i >= 0 {
-		raw = raw[:i]
+	if i := bytes.IndexByte(rawb, '#'); i >= 0 {
+		rawb = rawb[:i]
 	}
+	raw := string(rawb)
 	rawPath, query, _ := strings.Cut(raw, "?")
 	if len(query) > maxQueryBytes {
 		return target{}, errTarget("query longer than 16 KiB; send large data in the body")
@@ -70,6 +72,8 @@ func cleanTarget(r *http.Request) (target, error) {
 		return target{}, errTarget(`";" in the path`)
 	case !utf8.ValidString(path):
 		return target{}, errTarget("the path is not valid UTF-8")
+	case hasControl(query):
+		return target{}, errTarget("a control character or space in the query")
 	}
 	path, ok := cleanPath(path)
 	if !ok {
@@ -77,6 +81,110 @@ func cleanTarget(r *http.Request) (target, error) {
 	}
 	return target{path: path, query: query}, nil
 }
+
+// checkFraming refuses the heads that net/http refused and fasthttp
+// accepts or repairs, so that wxproxy and whatever stands in front of it
+// cannot disagree on where a request ends (request smuggling) or what it
+// says. It reads the raw header bytes as they arrived:
+//   - a folded header line (obs-fold, a line starting with a space or
+//     tab): fasthttp unfolds it, net/http refused it;
+//   - a header name that is not an RFC 9110 token (a space before the
+//     colon, "Content-Length : 5", is the classic smuggling spelling);
+//   - Transfer-Encoding other than a single "chunked", and
+//     Transfer-Encoding together with Content-Length (fasthttp lets
+//     chunked win and closes the connection; a front proxy may have used
+//     Content-Length);
+//   - an HTTP/1.1 request without exactly one Host header.
+//
+// Duplicate Content-Length, a malformed Content-Length and bad chunk
+// framing fasthttp refuses itself (parseError answers them through the
+// funnel) or reports while the body is read (body.go).
+func checkFraming(h *fasthttp.RequestHeader) error {
+	raw := h.RawHeaders()
+	if len(raw) == 0 {
+		// No header line at all, or a request built in process.
+		if h.IsHTTP11() && len(h.Host()) == 0 {
+			return errFraming("an HTTP/1.1 request needs exactly one Host header")
+		}
+		return nil
+	}
+	var te, cl, hosts int
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		line = bytes.TrimSuffix(line, crStr)
+		if len(line) == 0 {
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return errFraming("a folded header line (obs-fold)")
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !isToken(line[:colon]) {
+			return errFraming("a malformed header name")
+		}
+		name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
+		switch {
+		case bytes.EqualFold(name, strTE):
+			te++
+			if !bytes.EqualFold(value, strChunked) {
+				return errFraming("Transfer-Encoding other than chunked")
+			}
+		case bytes.EqualFold(name, strCL):
+			cl++
+		case bytes.EqualFold(name, strHost):
+			hosts++
+		}
+	}
+	switch {
+	case te > 1 || cl > 1:
+		return errFraming("repeated Transfer-Encoding or Content-Length")
+	case te > 0 && cl > 0:
+		return errFraming("both Transfer-Encoding and Content-Length")
+	case h.IsHTTP11() && hosts != 1:
+		return errFraming("an HTTP/1.1 request needs exactly one Host header")
+	}
+	return nil
+}
+
+var (
+	crStr      = []byte("\r")
+	strTE      = []byte("Transfer-Encoding")
+	strCL      = []byte("Content-Length")
+	strHost    = []byte("Host")
+	strChunked = []byte("chunked")
+)
+
+func errFraming(why string) *Error {
+	return &Error{Kind: KindBadRequest, Msg: "malformed request: " + why}
+}
+
+// isToken reports whether b is an RFC 9110 token (a valid header name).
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 || !tokenChars[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenChars = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
 
 // maxQueryBytes bounds a request's query. WeChat's APIs take their data
 // in the body; a long query only serves to push what follows out of logs

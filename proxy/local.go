@@ -4,7 +4,8 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"io"
-	"net/http"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/wxproxy/wxproxy/wechat"
 )
@@ -17,25 +18,25 @@ const placeholderTTL = 7200
 // can ever fetch (and so invalidate) the shared token. The answer has
 // WeChat's shape and carries a placeholder; the real token never leaves
 // the proxy through the caller port.
-func (p *Proxy) answerToken(w http.ResponseWriter, r *http.Request, c *call, app *App, kind pathKind, key *CallerKey) error {
+func (p *Proxy) answerToken(r *request, app *App, kind pathKind, key *CallerKey) error {
 	if app == nil {
 		var err error
-		if app, err = p.tokenApp(r, c, kind); err != nil {
+		if app, err = p.tokenApp(r, kind); err != nil {
 			return err
 		}
 	}
 	if !key.mayUse(app.Name) {
 		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
-	c.app, c.local = app, true
+	r.app, r.local = app, true
 	placeholder := app.Placeholder()
-	w.Header().Set("Content-Type", jsonContentType)
+	r.ctx.Response.Header.SetContentType(jsonContentType)
 	if kind == pathGetToken {
-		writeJSON(w, wechat.TokenResponse{Response: wechat.Response{ErrCode: 0, ErrMsg: "ok"}, AccessToken: placeholder, ExpiresIn: placeholderTTL})
-		c.hasCode = true
+		writeJSON(r.ctx.Response.BodyWriter(), wechat.TokenResponse{Response: wechat.Response{ErrCode: 0, ErrMsg: "ok"}, AccessToken: placeholder, ExpiresIn: placeholderTTL})
+		r.hasCode = true
 		return nil
 	}
-	writeJSON(w, struct {
+	writeJSON(r.ctx.Response.BodyWriter(), struct {
 		AccessToken string `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
 	}{placeholder, placeholderTTL})
@@ -45,24 +46,28 @@ func (p *Proxy) answerToken(w http.ResponseWriter, r *http.Request, c *call, app
 // tokenApp finds the app of a token request that names none by prefix or
 // header: by appid (classic, stable) or corpid (WeCom; for several agents of
 // one corp, by the corpsecret, compared in constant time).
-func (p *Proxy) tokenApp(r *http.Request, c *call, kind pathKind) (*App, error) {
+func (p *Proxy) tokenApp(r *request, kind pathKind) (*App, error) {
 	var id, secret string
 	switch kind {
 	case pathStableToken:
 		var body struct {
 			AppID string `json:"appid"`
 		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil {
-			if cf := c.callerFault(); cf != nil {
+		var in io.Reader = &r.body.cb
+		if !r.body.cb.armed {
+			in = eofReader{}
+		}
+		if err := json.NewDecoder(io.LimitReader(in, 64<<10)).Decode(&body); err != nil {
+			if cf := r.callerFault(); cf != nil {
 				return nil, cf // too slow, too large or cut off
 			}
 			return nil, &Error{Kind: KindBadRequest, Msg: "stable_token needs a JSON body with appid", Err: err}
 		}
 		id = body.AppID
 	case pathGetToken:
-		id, secret = queryValue(r.URL.RawQuery, "corpid"), queryValue(r.URL.RawQuery, "corpsecret")
+		id, secret = queryValue(r.query, "corpid"), queryValue(r.query, "corpsecret")
 	default:
-		id = queryValue(r.URL.RawQuery, "appid")
+		id = queryValue(r.query, "appid")
 	}
 	if id == "" {
 		if p.def != nil {
@@ -75,7 +80,7 @@ func (p *Proxy) tokenApp(r *http.Request, c *call, kind pathKind) (*App, error) 
 		return apps[0], nil
 	}
 	if len(apps) > 1 {
-		return p.matchSecret(r, apps, secret)
+		return p.matchSecret(r.ctx, apps, secret)
 	}
 	return nil, &Error{Kind: KindUnknownApp, Msg: "invalid appid: no configured app has this appid"}
 }
@@ -88,8 +93,8 @@ const maxSecretMisses = 10
 // corpsecret the caller sent, compared in constant time. Wrong guesses are
 // throttled per caller address, so the endpoint is no oracle for guessing
 // secrets: a blocked address is refused before any comparison.
-func (p *Proxy) matchSecret(r *http.Request, apps []*App, secret string) (*App, error) {
-	ip := remoteIP(r)
+func (p *Proxy) matchSecret(ctx *fasthttp.RequestCtx, apps []*App, secret string) (*App, error) {
+	ip := remoteIP(ctx)
 	if blocked, retry := p.misses.blocked(ip); blocked {
 		return nil, &Error{Kind: KindRateLimited, Msg: "too many wrong corpsecrets from your address; retry after Retry-After seconds", RetryAfter: retry}
 	}
@@ -105,3 +110,7 @@ func (p *Proxy) matchSecret(r *http.Request, apps []*App, secret string) (*App, 
 	}
 	return found, nil
 }
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

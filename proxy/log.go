@@ -3,8 +3,6 @@ package proxy
 import (
 	"context"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/wxproxy/wxproxy/token"
@@ -23,73 +21,64 @@ func (a *App) fingerprint(tok string) string {
 	return c.fp
 }
 
-// recorder remembers the status sent to the caller.
-type recorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if code >= 100 && code < 200 {
-		// Informational answers (103 Early Hints, ...) would reach the
-		// caller before the scrubber sees their headers: none pass.
+// finish ends a request once: its metrics and its access line. It runs
+// when the handler returns, or, for a streamed answer, when the stream is
+// closed.
+func (p *Proxy) finish(r *request) {
+	if r.finished.Swap(true) {
 		return
 	}
-	if r.status == 0 {
-		r.status = code
+	status := r.ctx.Response.StatusCode()
+	d := p.now().Sub(r.start)
+	if p.metrics != nil {
+		app := "unknown"
+		if r.app != nil {
+			app = r.app.Name
+		}
+		p.metrics.observeRequest(app, r.api, status, r.outcome(), d)
+		if r.scrubbed {
+			p.metrics.observeScrubbed(app)
+		}
 	}
-	r.ResponseWriter.WriteHeader(code)
+	p.logAccess(r, status, d)
 }
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the real writer (flush, deadlines).
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // logAccess writes the one access line of a request. Tokens appear only as
 // fingerprints; the query, which may carry secrets, is never logged.
-func (p *Proxy) logAccess(r *http.Request, c *call, status int, d time.Duration) {
+func (p *Proxy) logAccess(r *request, status int, d time.Duration) {
 	ctx := context.Background()
 	if !p.log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	caller := c.caller
+	caller := r.caller
 	if caller == "" {
-		var err error
-		if caller, _, err = net.SplitHostPort(r.RemoteAddr); err != nil {
-			caller = r.RemoteAddr
-		}
+		caller = remoteIP(r.ctx).String()
 	}
 	app := ""
-	if c.app != nil {
-		app = c.app.Name
+	if r.app != nil {
+		app = r.app.Name
 	}
 	attrs := []slog.Attr{
 		slog.String("app", app),
-		slog.String("api", c.path),
-		slog.String("method", r.Method),
+		slog.String("api", r.path),
+		slog.String("method", string(r.ctx.Method())),
 		slog.Int("status", status),
 		slog.Duration("duration", d),
-		slog.Bool("retried", c.retried),
+		slog.Bool("retried", r.retried),
 		slog.String("caller", caller),
-		slog.String("request_id", c.reqID),
-		slog.String("outcome", c.outcome()),
+		slog.String("request_id", r.reqID),
+		slog.String("outcome", r.outcome()),
 	}
-	if c.hasCode {
-		attrs = append(attrs, slog.Int("errcode", c.errcode))
+	if r.hasCode {
+		attrs = append(attrs, slog.Int("errcode", r.errcode))
 	}
-	if c.token != "" {
-		attrs = append(attrs, slog.String("token", c.app.fingerprint(c.token)))
+	if r.token != "" {
+		attrs = append(attrs, slog.String("token", r.app.fingerprint(r.token)))
 	}
-	if c.err != nil {
-		attrs = append(attrs, slog.String("error", string(c.err.Kind)))
-		if c.err.Err != nil {
-			attrs = append(attrs, slog.String("cause", c.err.Err.Error()))
+	if r.err != nil {
+		attrs = append(attrs, slog.String("error", string(r.err.Kind)))
+		if r.err.Err != nil {
+			attrs = append(attrs, slog.String("cause", r.err.Err.Error()))
 		}
 	}
 	p.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)

@@ -204,16 +204,18 @@ type headerRecorder struct {
 	seen []http.Header
 }
 
-func (h *headerRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
-	h.mu.Lock()
-	h.seen = append(h.seen, r.Header.Clone())
-	h.mu.Unlock()
-	return http.DefaultTransport.RoundTrip(r)
+func (h *headerRecorder) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.seen = append(h.seen, r.Header.Clone())
+		h.mu.Unlock()
+		next.ServeHTTP(w, r)
+	})
 }
 
 func TestCallerAccess(t *testing.T) {
 	rec := &headerRecorder{}
-	e := newEnv(t, envOptions{transport: rec, access: proxy.Access{
+	e := newEnv(t, envOptions{simWrap: rec.wrap, access: proxy.Access{
 		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		Keys: []proxy.CallerKey{
 			{Name: "billing", Key: "billing-key-123", Apps: []string{"main"}},

@@ -1,44 +1,52 @@
 // Package proxy is wxproxy's caller-facing engine: it finds the app of a
 // request, answers SDK token requests locally, injects the app's current
-// access_token, forwards to WeChat through httputil.ReverseProxy, and
-// refreshes and retries once when WeChat rejects the token.
+// access_token, forwards to WeChat, and refreshes and retries once when
+// WeChat rejects the token.
 //
-// Where things happen, by file: route.go finds the app; inject.go rewrites
-// the query; local.go answers token endpoints and handles /sns/ paths;
-// retry.go decides the token retry; body.go buffers bodies for replay;
-// errors.go maps every failure to what the caller sees.
+// The caller port and the upstream client are fasthttp (a server and one
+// fasthttp.HostClient per upstream); the admin port stays on net/http. A
+// request runs one straight line of stages, each in its own file, with its
+// state passed from stage to stage (serve, below):
+//
+//	hygiene.go  framing and target checks, the cleaned path
+//	access.go   who may call (before anything else is decided for them)
+//	route.go    which app
+//	local.go    token endpoints answered here
+//	quota.go    caller and API limits
+//	body.go     the body, buffered for replay or streamed
+//	inject.go   the upstream request: token, credentials, headers
+//	forward.go  one upstream round trip, through the breaker (breaker.go)
+//	inspect.go  the errcode peek of the answer
+//	retry.go    refresh and retry once on a token error
+//	scrub.go    credentials replaced in the answer, which is then sent
+//	errors.go   the one funnel through which every wxproxy error is sent
+//	log.go      the access line and the request metrics
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
-	"github.com/wxproxy/wxproxy/wechat"
 )
 
 const jsonContentType = "application/json; encoding=utf-8"
 
-// Header names in canonical form, so lookups do not allocate to
-// canonicalise them.
+// Header names as fasthttp normalises them.
 const (
 	headerApp     = "X-Wxproxy-App"
 	headerKey     = "X-Wxproxy-Key"
@@ -80,6 +88,7 @@ type App struct {
 	fp     atomic.Pointer[fpCache] // last logged token fingerprint
 	phKey  []byte                  // placeholder MAC key, set by New
 	lastPH atomic.Pointer[string]  // last placeholder verified
+	up     *upstream               // the client for Upstream, set by New
 }
 
 // App kinds.
@@ -99,22 +108,30 @@ type Options struct {
 	// replay; past it bodies stream. Default 256 MiB.
 	MaxBufferedBytes int64
 	// BodyReadTimeout bounds the time a caller may take to send its body
-	// (408 after it); 0 = no bound.
+	// (408 after it), counted from the end of its headers; 0 = no bound.
 	BodyReadTimeout time.Duration
+	// ReadHeaderTimeout bounds the time a caller may take to send its
+	// request line and headers; 0 = no bound.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle longer; 0 = 120 s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers; default 64 KiB.
+	MaxHeaderBytes int
 	// UpstreamTimeout bounds the wait for WeChat's answer headers and the
 	// errcode peek of its body. Default 10 s.
 	UpstreamTimeout time.Duration
-	Transport       http.RoundTripper // default NewTransport(TransportOptions{Timeout: UpstreamTimeout})
-	Logger          *slog.Logger      // access lines at Info; default discard
-	Now             func() time.Time  // default time.Now
-	Access          Access            // who may call; the zero value allows everyone
+	Transport       *Client          // default NewClient(TransportOptions{Timeout: UpstreamTimeout})
+	Logger          *slog.Logger     // access lines at Info; default discard
+	Now             func() time.Time // default time.Now
+	Access          Access           // who may call; the zero Access allows everyone
 	// Metrics, if set, receives the request metrics; Registry, if set,
 	// gets the token TTL and breaker state gauges of these apps.
 	Metrics  *Metrics
 	Registry prometheus.Registerer
 }
 
-// Proxy is the caller-facing handler. It is safe for concurrent use.
+// Proxy is the caller-facing engine. It is safe for concurrent use; Serve
+// runs it on a listener, Shutdown drains it.
 type Proxy struct {
 	apps      map[string]*App
 	appList   []*App
@@ -124,10 +141,11 @@ type Proxy struct {
 	retryBody int64
 	log       *slog.Logger
 	now       func() time.Time
-	rp        *httputil.ReverseProxy
 	ids       idGen
 	metrics   *Metrics
 	access    atomic.Pointer[access]
+	client    *Client
+	srv       *fasthttp.Server
 
 	bodyTimeout time.Duration
 	upTimeout   time.Duration
@@ -174,7 +192,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.retryBody = min(p.retryBody, p.maxBody)
 	if p.log == nil {
-		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		p.log = slog.New(slog.DiscardHandler)
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -189,12 +207,19 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.misses = missThrottle{limit: maxSecretMisses, now: p.now}
 	p.held = newHeld(p.appList)
-	transport := opts.Transport
-	if transport == nil {
+	p.client = opts.Transport
+	if p.client == nil {
 		var err error
-		if transport, err = NewTransport(TransportOptions{Timeout: p.upTimeout}); err != nil {
+		if p.client, err = NewClient(TransportOptions{Timeout: p.upTimeout}); err != nil {
 			return nil, err
 		}
+	}
+	for _, a := range p.appList {
+		up, err := p.client.upstream(a.Upstream)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: app %q: %w", a.Name, err)
+		}
+		a.up = up
 	}
 	p.ids.init()
 	p.metrics = opts.Metrics
@@ -209,92 +234,94 @@ func New(opts Options) (*Proxy, error) {
 			return nil, fmt.Errorf("proxy: register gauges: %w", err)
 		}
 	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      &retryTransport{next: transport, p: p},
-		ModifyResponse: p.scrubAnswer,
-		BufferPool:     newBufferPool(),
-		ErrorHandler:   p.upstreamError,
-		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-	}
+	p.srv = p.newServer(opts)
 	return p, nil
 }
 
-// TransportOptions configures NewTransport.
-type TransportOptions struct {
-	// Timeout bounds the wait for WeChat's answer headers (a long media
-	// download is not cut off). Default 10 s.
-	Timeout time.Duration
-	// Proxy, if set, is the HTTP proxy (http://host:port) all upstream
-	// traffic goes through, with CONNECT for https. Proxy environment
-	// variables (HTTP_PROXY, ...) are never used: an egress route is a
-	// decision, not an accident of the environment.
-	Proxy string
+// newServer configures the caller port (SPEC §3, §5). fasthttp's own
+// parser is stricter than net/http's in places and looser in others;
+// hygiene.go closes the difference (see checkFraming).
+func (p *Proxy) newServer(opts Options) *fasthttp.Server {
+	maxHeader := opts.MaxHeaderBytes
+	if maxHeader <= 0 {
+		maxHeader = 64 << 10
+	}
+	idle := opts.IdleTimeout
+	if idle <= 0 {
+		idle = 120 * time.Second
+	}
+	bodyTimeout := p.bodyTimeout
+	if bodyTimeout <= 0 {
+		bodyTimeout = 100 * 365 * 24 * time.Hour // no bound, but the head's deadline must not cut the body
+	}
+	return &fasthttp.Server{
+		Handler:      p.handle,
+		ErrorHandler: p.parseError,
+		// The head (request line and headers) must arrive within
+		// read_header_timeout: fasthttp arms ReadTimeout at its first byte.
+		// HeaderReceived then re-arms the read deadline for the body
+		// (body_read_timeout). No write timeout: it would cut long media.
+		ReadTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout: idle,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			// MaxRequestBodySize 1: with StreamRequestBody, fasthttp reads
+			// at most this much of a body before the handler runs and
+			// streams the rest, so every body byte goes through the
+			// proxy's own accounting (max_body_bytes, buffers that grow
+			// with bytes received, the caller-fault record).
+			return fasthttp.RequestConfig{ReadTimeout: bodyTimeout, MaxRequestBodySize: 1}
+		},
+		StreamRequestBody:            true,
+		ReadBufferSize:               maxHeader, // a head that does not fit is refused
+		DisablePreParseMultipartForm: true,      // bodies pass as bytes, never parsed
+		NoDefaultServerHeader:        true,
+		SecureErrorLogMessage:        true, // fasthttp's errors never quote a request (its query may hold a secret)
+		NoDefaultContentType:         true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{p.log},
+	}
 }
 
-// NewTransport returns the upstream transport: a keep-alive pool sized for
-// a busy proxy. It never follows redirects (no http.RoundTripper does) and
-// never reads proxy settings from the environment.
-func NewTransport(o TransportOptions) (*http.Transport, error) {
-	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
-	}
-	t := &http.Transport{
-		Proxy:                  nil, // explicit: no HTTP_PROXY from the environment
-		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    512,
-		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    5 * time.Second,
-		ResponseHeaderTimeout:  o.Timeout,
-		ExpectContinueTimeout:  time.Second,
-		MaxResponseHeaderBytes: 64 << 10,
-	}
-	if o.Proxy != "" {
-		u, err := url.Parse(o.Proxy)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, errors.New("proxy: upstream_proxy must be an http:// or https:// URL with a host")
-		}
-		t.Proxy = http.ProxyURL(u)
-	}
-	return t, nil
+// Serve serves callers on ln until Shutdown. It returns nil after a
+// Shutdown.
+func (p *Proxy) Serve(ln net.Listener) error {
+	return p.srv.Serve(ln)
 }
 
-// call is the state of one request, shared by the handler, the rewrite and
-// the retry transport through the request context.
-type call struct {
+// Shutdown stops accepting connections and waits for requests in flight
+// (their answers included) until ctx ends; idle connections are closed.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	return p.srv.ShutdownWithContext(ctx)
+}
+
+// Handler returns the fasthttp handler behind Serve, for embedding the
+// proxy in another fasthttp server.
+func (p *Proxy) Handler() fasthttp.RequestHandler { return p.handle }
+
+// request is the state of one caller request. It is created by handle and
+// passed explicitly to the stages that need it; nothing reaches it through
+// a context.
+type request struct {
+	ctx     *fasthttp.RequestCtx
+	start   time.Time
 	app     *App
 	path    string // cleaned path without the app prefix: what is forwarded
 	api     string // its classification key: lower-case, no trailing "/"
 	query   string // raw query without a fragment
 	mode    mode
 	token   string // the token injected, for compare-and-refresh
-	body    []byte // the buffered body, when it can be replayed
-	held    *heldBody
-	replay  bool
 	reqID   string
-	caller  string // key name, or the caller's IP
+	caller  string // key name, or "" (the caller's IP is logged then)
 	retried bool
 	errcode int
 	hasCode bool
 	local   bool // answered by wxproxy itself (token endpoints)
 
-	// Allocated with the call rather than on their own.
-	rec           recorder
-	reqIDHdr      [1]string
-	cbody         callerBody
-	clearDeadline *http.ResponseController // set while a body read deadline is armed
-	err           *Error                   // the wxproxy error answered, if any
-	scrubbed      bool                     // a credential was replaced in the answer
-	copyErr       bool                     // the answer broke off while being copied
-}
-
-type callKey struct{}
-
-func callFrom(ctx context.Context) *call {
-	c, _ := ctx.Value(callKey{}).(*call)
-	return c
+	body     body   // the caller's body as it is forwarded
+	err      *Error // the wxproxy error answered, if any
+	scrubbed bool   // a credential was replaced in the answer
+	copyErr  bool   // the answer broke off while being copied
+	finished atomic.Bool
 }
 
 // mode is how a forwarded request is rewritten.
@@ -306,245 +333,116 @@ const (
 	modePassthrough             // forward untouched (/sns/userinfo: a user's token)
 )
 
-// ServeHTTP serves one caller request.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := p.now()
-	c := &call{reqID: r.Header.Get(headerReqID)}
-	if c.reqID == "" || len(c.reqID) > 128 {
-		c.reqID = p.ids.next()
+// handle serves one caller request: the stages of serve, then the one
+// error funnel, then the access line (now, or when a streamed answer ends).
+func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
+	r := &request{ctx: ctx, start: p.now()}
+	r.reqID = string(ctx.Request.Header.Peek(headerReqID))
+	if r.reqID == "" || len(r.reqID) > 128 {
+		r.reqID = p.ids.next()
 	}
-	c.rec.ResponseWriter = w
-	rec := &c.rec
-	defer func() {
-		// ReverseProxy aborts with http.ErrAbortHandler when copying the
-		// answer fails; the request is still logged and counted, as such.
-		v := recover()
-		if v != nil {
-			c.copyErr = true
-		}
-		p.buffers.release(c.held)
-		d := p.now().Sub(start)
-		if p.metrics != nil {
-			app := "unknown"
-			if c.app != nil {
-				app = c.app.Name
-			}
-			p.metrics.observeRequest(app, c.api, rec.status, c.outcome(), d)
-			if c.scrubbed {
-				p.metrics.observeScrubbed(app)
-			}
-		}
-		p.logAccess(r, c, rec.status, d)
-		if v != nil {
-			panic(v)
-		}
-	}()
-	if err := p.serve(rec, r, c); err != nil {
-		p.fail(rec, r, c, err)
-	}
-}
-
-// outcome is the metrics label of how a request ended.
-func (c *call) outcome() string {
-	switch {
-	case c.err != nil:
-		return string(c.err.Kind)
-	case c.copyErr:
-		return "aborted"
-	case c.local:
-		return "local"
-	case c.hasCode && c.errcode != 0:
-		return "wechat_error"
-	}
-	return "ok"
-}
-
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, c *call) error {
-	p.armBody(w, r, c)
-	t, err := cleanTarget(r)
+	streaming, err := p.serve(r)
 	if err != nil {
-		return err
+		p.fail(r, err)
 	}
-	c.path, c.api, c.query = t.path, apiKey(t.path), t.query
-	key, err := p.access.Load().admit(r)
+	p.buffers.release(r.body.held)
+	r.body.held = nil
+	if !streaming {
+		p.finish(r)
+	}
+}
+
+// serve runs the stages of one request in order. It reports whether the
+// answer is streaming (the access line is then written when it ends).
+func (p *Proxy) serve(r *request) (streaming bool, err error) {
+	ctx := r.ctx
+	// hygiene: framing, then the target, before anything reads either.
+	if err := checkFraming(&ctx.Request.Header); err != nil {
+		return false, err
+	}
+	p.armBody(r)
+	t, err := cleanTarget(&ctx.Request.Header)
+	if err != nil {
+		return false, err
+	}
+	r.path, r.api, r.query = t.path, apiKey(t.path), t.query
+	// access
+	key, err := p.access.Load().admit(ctx)
 	if key != nil {
-		c.caller = key.Name
+		r.caller = key.Name
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	app, err := p.route(r, c)
+	// route
+	app, err := p.route(ctx, r)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if app != nil && !key.mayUse(app.Name) {
-		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
+		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
-	switch kind := classifyPath(c.api); kind {
+	switch kind := classifyPath(r.api); kind {
 	case pathToken, pathStableToken, pathGetToken:
-		return p.answerToken(w, r, c, app, kind, key)
+		return false, p.answerToken(r, app, kind, key) // local
 	case pathBlocked:
-		return &Error{Kind: KindBlockedPath, Msg: "quota-clearing calls are refused; use the admin API"}
+		return false, &Error{Kind: KindBlockedPath, Msg: "quota-clearing calls are refused; use the admin API"}
 	case pathCredentials:
-		c.mode = modeCredentials
+		r.mode = modeCredentials
 	case pathSNS:
-		c.mode = modePassthrough
+		r.mode = modePassthrough
 	}
 	if app == nil {
 		if app = p.def; app == nil {
-			return errNoApp
+			return false, errNoApp
 		}
 	}
-	c.app = app
+	r.app = app
 	if !key.mayUse(app.Name) {
-		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
+		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
-	if err := p.checkLimits(r.Context(), c, key); err != nil {
-		return err
+	// quota
+	if err := p.checkLimits(context.Background(), r, key); err != nil {
+		return false, err
 	}
-	if err := p.prepareBody(r, c); err != nil {
-		return err
+	// body
+	if err := p.prepareBody(r); err != nil {
+		return false, err
 	}
-	if c.mode == modeInject {
+	// token
+	if r.mode == modeInject {
 		tok := app.Tokens.Current()
 		if !tok.Valid(p.now()) {
-			if tok, err = app.Tokens.Get(r.Context()); err != nil {
-				return &Error{Kind: KindTokenUnavailable, Msg: "no access_token for app " + app.Name + " (fetching it fails; see the wxproxy log)", Err: err}
+			if tok, err = app.Tokens.Get(context.Background()); err != nil {
+				return false, &Error{Kind: KindTokenUnavailable, Msg: "no access_token for app " + app.Name + " (fetching it fails; see the wxproxy log)", Err: err}
 			}
 		}
-		c.token = tok.Value
+		r.token = tok.Value
 	}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
-	return nil
-}
-
-// checkLimits applies the caller's own limit, then the app's quota for
-// the API. A quota store that fails (Redis down) does not block traffic.
-func (p *Proxy) checkLimits(ctx context.Context, c *call, key *CallerKey) error {
-	if key != nil && key.Limiter != nil {
-		if err := p.limitError(c, key.Limiter.Allow(ctx, ""), ratelimit.ScopeCaller); err != nil {
-			return err
-		}
+	// breaker → inject → forward → inspect → refresh+retry
+	ans, err := p.roundTrip(r)
+	if err != nil {
+		return false, err
 	}
-	if c.app.Quotas != nil {
-		return p.limitError(c, c.app.Quotas.Allow(ctx, c.api), ratelimit.ScopeAPI)
-	}
-	return nil
-}
-
-func (p *Proxy) limitError(c *call, err error, scope ratelimit.Scope) error {
-	if err == nil {
-		return nil
-	}
-	var d *ratelimit.Denied
-	if !errors.As(err, &d) {
-		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-			p.log.Warn("quota store failed; request let through", "app", c.app.Name, "err", err)
-			if p.metrics != nil {
-				p.metrics.StoreError("quota")
-			}
-			return nil
-		}
-		return err
-	}
-	if scope == ratelimit.ScopeCaller {
-		d.Scope = scope // a caller key's limiter is an ordinary Limiter, which says "api"
-	}
-	if p.metrics != nil {
-		p.metrics.observeRejection(c.app.Name, c.api, string(d.Scope))
-	}
-	var who string
-	switch d.Scope {
-	case ratelimit.ScopeCaller:
-		who = "your caller key's per-minute limit"
-	case ratelimit.ScopeUpstream:
-		who = "WeChat's quota for " + c.path + " (remembered from its answer)"
-	default:
-		who = "the local limit for " + c.path
-	}
-	if d.Daily {
-		return &Error{Kind: KindQuotaExhausted, Msg: "daily quota exhausted: " + who + "; it resets at midnight", RetryAfter: d.RetryAfter, Err: err}
-	}
-	return &Error{Kind: KindRateLimited, Msg: "too many requests: " + who + "; retry after Retry-After seconds", RetryAfter: d.RetryAfter, Err: err}
+	// scrub, and send
+	return p.sendAnswer(r, ans)
 }
 
 var errNoApp = &Error{Kind: KindUnknownApp, Msg: "request names no app: use the path prefix /{app}/, the X-WXProxy-App header, or set default_app"}
 
-// rewrite builds the upstream request (httputil.ReverseProxy.Rewrite).
-func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	c := callFrom(pr.In.Context())
-	u, out := c.app.Upstream, pr.Out
-	// The upstream URL is built from parts wxproxy decided on, never from
-	// the caller's URL: scheme and host are the app's upstream, the path
-	// is the cleaned one, the query has no fragment.
-	*out.URL = url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimSuffix(u.Path, "/") + c.path}
-	switch c.mode {
-	case modeInject:
-		out.URL.RawQuery = injectToken(c.query, c.token)
-	case modeCredentials:
-		out.URL.RawQuery = setCredentials(c.query, c.app.AppID, c.app.Secret)
-	default:
-		out.URL.RawQuery = c.query
+// outcome is the metrics label of how a request ended.
+func (r *request) outcome() string {
+	switch {
+	case r.err != nil:
+		return string(r.err.Kind)
+	case r.copyErr:
+		return "aborted"
+	case r.local:
+		return "local"
+	case r.hasCode && r.errcode != 0:
+		return "wechat_error"
 	}
-	out.Host = ""
-	for k := range out.Header {
-		if hasPrefixFold(k, "X-Wxproxy-") || hasPrefixFold(k, "X-Forwarded-") {
-			delete(out.Header, k)
-		}
-	}
-	// The answer must come back in a form the scrubber can read: without
-	// Accept-Encoding the transport asks for gzip itself and decodes it.
-	// A range of an answer could cut a credential part way.
-	delete(out.Header, "Accept-Encoding")
-	delete(out.Header, "Range")
-	delete(out.Header, "If-Range")
-	c.reqIDHdr[0] = c.reqID
-	out.Header[headerReqID] = c.reqIDHdr[:]
-	if c.replay {
-		out.Body, out.ContentLength = nil, int64(len(c.body))
-		if len(c.body) > 0 {
-			out.Body = io.NopCloser(bytes.NewReader(c.body))
-		}
-	}
-}
-
-// upstreamError is the ReverseProxy's error handler.
-func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
-	p.fail(w, r, callFrom(r.Context()), err)
-}
-
-// fail answers err: the one funnel through which every wxproxy error
-// reaches a caller.
-func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, c *call, err error) {
-	if cf := c.callerFault(); cf != nil {
-		err = cf // the caller's body broke the upstream call: the caller's error
-	}
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		// The caller went away; nobody is left to answer.
-		c.err = &Error{Kind: KindUpstream, Msg: "caller cancelled", Err: err}
-		if rec, ok := w.(*recorder); ok && rec.status == 0 {
-			rec.status = 499
-		}
-		return
-	}
-	e := classify(wechat.RedactError(err))
-	c.err = e
-	if hasBody(r) && !c.cbody.eof {
-		// The body was not read to its end: do not let net/http drain it
-		// for keep-alive; close the connection after this answer.
-		w.Header().Set("Connection", "close")
-	}
-	writeError(w, e)
-}
-
-// writeJSON writes v as compact JSON with no trailing newline: some SDKs
-// fail to parse anything else.
-func writeJSON(w io.Writer, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return // only plain structs of strings and numbers are written
-	}
-	_, _ = w.Write(b) // the caller is gone if this fails
+	return "ok"
 }
 
 func hasPrefixFold(s, prefix string) bool {
@@ -590,25 +488,11 @@ func (g *idGen) next() string {
 	return string(b[:len(out)+len(n)])
 }
 
-// bufferPool lends ReverseProxy its 32 KiB copy buffers. It is a bounded
-// free list rather than a sync.Pool because httputil.BufferPool passes
-// slices by value, and boxing one for sync.Pool allocates on every Put.
-type bufferPool struct{ free chan []byte }
+// fasthttpLogger routes fasthttp's own messages to the proxy's logger.
+type fasthttpLogger struct{ log *slog.Logger }
 
-func newBufferPool() *bufferPool { return &bufferPool{free: make(chan []byte, 256)} }
-
-func (b *bufferPool) Get() []byte {
-	select {
-	case buf := <-b.free:
-		return buf
-	default:
-		return make([]byte, 32<<10)
-	}
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn("caller port: " + fmt.Sprintf(format, args...))
 }
 
-func (b *bufferPool) Put(buf []byte) {
-	select {
-	case b.free <- buf:
-	default: // enough buffers idle; let this one go
-	}
-}
+var _ io.Closer = (*answerStream)(nil)

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,7 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/token"
 	"github.com/wxproxy/wxproxy/wechat"
 )
@@ -418,7 +419,10 @@ func TestUpstreamErrors(t *testing.T) {
 		checkError(t, e.get(t, "/cgi-bin/x"), 502, -1, "upstream_error")
 	})
 	t.Run("timeout", func(t *testing.T) {
-		tr := &http.Transport{ResponseHeaderTimeout: 50e6} // 50ms
+		tr, err := proxy.NewClient(proxy.TransportOptions{Timeout: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
 		e := newEnv(t, envOptions{transport: tr})
 		e.simPost(t, "/sim/faults", `{"path":"/cgi-bin/x","latency":"2s","count":1}`)
 		checkError(t, e.get(t, "/cgi-bin/x"), 504, -1, "upstream_error")
@@ -433,10 +437,14 @@ func TestUpstreamErrors(t *testing.T) {
 }
 
 // redirectTransport sends every request to addr.
-func redirectTransport(addr string) http.RoundTripper {
-	return &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, addr)
-	}}
+func redirectTransport(addr string) *proxy.Client {
+	c, err := proxy.NewClient(proxy.TransportOptions{Dial: func(string) (net.Conn, error) {
+		return net.Dial("tcp", addr)
+	}})
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 func TestNothingLeaks(t *testing.T) {

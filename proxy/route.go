@@ -1,32 +1,33 @@
 package proxy
 
 import (
-	"net/http"
 	"strings"
+
+	"github.com/valyala/fasthttp"
 )
 
 // route finds the app a request names and strips an app prefix from
-// c.path and c.api. In order: a path prefix /{app}/ naming a configured app
+// r.path and r.api. In order: a path prefix /{app}/ naming a configured app
 // (compared without ASCII case; removed before forwarding), the
 // X-WXProxy-App header, a genuine placeholder access_token issued by this
 // proxy. It returns a nil app when the request names none; the caller then
 // falls back to appid (token endpoints) or default_app.
-func (p *Proxy) route(r *http.Request, c *call) (*App, error) {
-	if name, rest, ok := cutApp(c.api); ok {
+func (p *Proxy) route(ctx *fasthttp.RequestCtx, r *request) (*App, error) {
+	if name, rest, ok := cutApp(r.api); ok {
 		if app := p.apps[name]; app != nil {
-			c.api = rest
-			c.path = c.path[len(name)+1:]
+			r.api = rest
+			r.path = r.path[len(name)+1:]
 			return app, nil
 		}
 	}
-	if name := r.Header.Get(headerApp); name != "" {
-		app := p.apps[name]
+	if name := ctx.Request.Header.Peek(headerApp); len(name) > 0 {
+		app := p.apps[string(name)]
 		if app == nil {
 			return nil, &Error{Kind: KindUnknownApp, Msg: "X-WXProxy-App names no configured app"}
 		}
 		return app, nil
 	}
-	if tok := queryValue(c.query, "access_token"); tok != "" {
+	if tok := queryValue(r.query, "access_token"); tok != "" {
 		if app, ok := p.placeholderApp(tok); ok {
 			if app == nil {
 				return nil, &Error{Kind: KindUnknownApp, Msg: "the access_token is not a placeholder this wxproxy issued (or its app is no longer configured); fetch a new one"}

@@ -3,12 +3,11 @@ package proxy
 import (
 	"bytes"
 	"io"
-	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/wxproxy/wxproxy/scrub"
+	"github.com/wxproxy/wxproxy/wechat"
 )
 
 // keepTokens is how many recent tokens of one app stay in the scrub set:
@@ -75,125 +74,117 @@ func (p *Proxy) Scrub(s string) string {
 	return out
 }
 
-// scrubAnswer is the last stage of a forwarded request
-// (ReverseProxy.ModifyResponse): every header value and every non-binary
-// answer body is scanned as it streams, and every held credential is
-// replaced. Binary media pass unchanged. An answer whose body is encoded in
-// a way wxproxy cannot read is refused, since it could not be scanned.
-func (p *Proxy) scrubAnswer(resp *http.Response) error {
-	c := callFrom(resp.Request.Context())
-	set := p.held.set
-	for k, vs := range resp.Header {
-		for i, v := range vs {
-			if out, n := set.ReplaceString(v); n > 0 {
-				vs[i], c.scrubbed = out, true
-			}
-		}
-		if _, n := set.ReplaceString(k); n > 0 {
-			delete(resp.Header, k) // a credential as a header name: drop it
-			c.scrubbed = true
-		}
-	}
-	// Trailers arrive after the body, past the scrubber; WeChat sends
-	// none, so none pass. The transport fills resp.Trailer when the body
-	// ends, so it is cleared again there (trailerGuard, scrubBody).
-	resp.Trailer = nil
-	resp.Header.Del("Trailer")
-	for _, ce := range resp.Header.Values("Content-Encoding") {
+// sendAnswer is the last stage of a forwarded request: every header
+// value and every non-binary answer body is scanned, every held credential
+// is replaced, and the answer is sent. Binary media pass unchanged. An
+// answer whose body is encoded in a way wxproxy cannot read is refused,
+// since it could not be scanned. Trailers never pass (fasthttp's client
+// reads and drops them), nor do 1xx answers (it skips them). It reports
+// whether the answer streams: its access line is then written when the
+// stream ends.
+func (p *Proxy) sendAnswer(r *request, a *answer) (streaming bool, err error) {
+	resp, out := a.resp, &r.ctx.Response
+	for _, ce := range resp.Header.PeekAll("Content-Encoding") {
 		// Any encoding but identity would hide the bytes from the scrubber
-		// (Go's transport decodes the gzip it asked for itself and then
-		// removes the header), so every value must be identity.
-		if !strings.EqualFold(strings.TrimSpace(ce), "identity") {
-			resp.Body.Close()
-			return &Error{Kind: KindUpstream, Msg: "WeChat answered in an encoding wxproxy cannot inspect (" + strconv.Quote(ce) + ")"}
+		// (no Accept-Encoding is sent, and fasthttp's client decodes
+		// nothing), so every value must be identity.
+		if !bytes.EqualFold(bytes.TrimSpace(ce), []byte("identity")) {
+			a.close()
+			return false, &Error{Kind: KindUpstream, Msg: "WeChat answered in an encoding wxproxy cannot inspect (" + strconv.Quote(string(ce)) + ")"}
 		}
 	}
-	if binaryAnswer(resp.Header) {
-		resp.Body = &trailerGuard{ReadCloser: resp.Body, resp: resp}
-		return nil
-	}
-	if pb, ok := resp.Body.(*peekBody); ok && pb.rest == nil {
-		// The whole answer is in the peek buffer: scrub it at once and
-		// keep an exact Content-Length.
-		out, n := set.Scrub(pb.buf[:pb.n])
-		if n == 0 {
-			return nil
+	set := p.held.set
+	out.SetStatusCode(resp.StatusCode())
+	conn := resp.Header.Peek("Connection")
+	for k, v := range resp.Header.All() {
+		if skipAnswerHeader(k) || (len(conn) > 0 && listsToken(conn, k)) {
+			continue
 		}
-		c.scrubbed = true
-		pb.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(out))
-		resp.ContentLength = int64(len(out))
-		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
-		return nil
+		if _, n := set.Scrub(k); n > 0 {
+			r.scrubbed = true // a credential as a header name: drop it
+			continue
+		}
+		if sv, n := set.Scrub(v); n > 0 {
+			v, r.scrubbed = sv, true
+		}
+		out.Header.AddBytesKV(k, v)
+	}
+	if r.retried {
+		out.Header.Set(headerRetried, "1")
+	}
+	switch {
+	case a.rest == nil && a.peek == nil && binaryAnswer(&resp.Header):
+		out.SetBody(a.whole)
+		a.close()
+		return false, nil
+	case binaryAnswer(&resp.Header):
+		out.SetBodyStream(&answerStream{p: p, r: r, a: a, src: a.rest}, resp.Header.ContentLength())
+		return true, nil
+	case a.rest == nil:
+		// The whole answer is in hand: scrub it at once and keep an exact
+		// Content-Length.
+		b, n := set.Scrub(a.whole)
+		if n > 0 {
+			r.scrubbed = true
+		}
+		out.SetBody(b)
+		a.close()
+		return false, nil
 	}
 	// A longer answer streams through the scrubber; its length can change,
 	// so it goes out chunked.
-	resp.Body = &scrubBody{r: set.NewReader(resp.Body), body: resp.Body, c: c, resp: resp}
-	resp.ContentLength = -1
-	resp.Header.Del("Content-Length")
+	sr := set.NewReader(io.MultiReader(&prefix{b: a.whole}, a.rest))
+	out.SetBodyStream(&answerStream{p: p, r: r, a: a, src: sr, scrub: sr}, -1)
+	return true, nil
+}
+
+// skipAnswerHeader reports whether an answer header is not passed on:
+// hop-by-hop headers, the framing (the server sets its own) and trailers.
+func skipAnswerHeader(k []byte) bool {
+	switch {
+	case len(k) == 0:
+		return true
+	case bytes.EqualFold(k, []byte("Content-Length")), bytes.EqualFold(k, []byte("Transfer-Encoding")),
+		bytes.EqualFold(k, []byte("Connection")), bytes.EqualFold(k, []byte("Keep-Alive")),
+		bytes.EqualFold(k, []byte("Proxy-Connection")), bytes.EqualFold(k, []byte("Proxy-Authenticate")),
+		bytes.EqualFold(k, []byte("TE")), bytes.EqualFold(k, []byte("Trailer")), bytes.EqualFold(k, []byte("Upgrade")):
+		return true
+	}
+	return false
+}
+
+// answerStream is a streamed answer body as the caller port sends it. The
+// server closes it when the answer has been sent or the caller has gone;
+// Close then releases the upstream answer and writes the access line.
+type answerStream struct {
+	p     *Proxy
+	r     *request
+	a     *answer
+	src   io.Reader
+	scrub *scrub.Reader // nil for media
+	err   error
+}
+
+func (s *answerStream) Read(b []byte) (int, error) {
+	n, err := s.src.Read(b)
+	if s.scrub != nil && s.scrub.Replaced() > 0 {
+		s.r.scrubbed = true
+	}
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *answerStream) Close() error {
+	if s.err != nil {
+		s.r.copyErr = true
+		s.p.log.Warn("answer body copy failed", "app", s.r.app.Name, "request_id", s.r.reqID, "err", wechat.RedactError(s.err).Error())
+	}
+	if s.scrub != nil {
+		s.scrub.Close()
+	}
+	s.a.close()
+	s.p.finish(s.r)
 	return nil
-}
-
-// scrubBody is an answer body read through the scrubber.
-type scrubBody struct {
-	r    *scrub.Reader
-	body io.ReadCloser
-	c    *call
-	resp *http.Response
-}
-
-func (b *scrubBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if b.r.Replaced() > 0 {
-		b.c.scrubbed = true
-	}
-	if err != nil {
-		b.resp.Trailer = nil // filled by the transport at the body's end
-	}
-	return n, err
-}
-
-// trailerGuard passes a binary answer body unchanged and drops the
-// trailers the transport fills in at its end.
-type trailerGuard struct {
-	io.ReadCloser
-	resp *http.Response
-}
-
-func (g *trailerGuard) Read(p []byte) (int, error) {
-	n, err := g.ReadCloser.Read(p)
-	if err != nil {
-		g.resp.Trailer = nil
-	}
-	return n, err
-}
-
-func (b *scrubBody) Close() error {
-	b.r.Close()
-	return b.body.Close()
-}
-
-// binaryAnswer reports whether an answer is media that passes unchanged:
-// exactly one Content-Type, and that one binary.
-func binaryAnswer(h http.Header) bool {
-	ct := h["Content-Type"]
-	return len(ct) == 1 && binary(ct[0])
-}
-
-// binary reports whether an answer of this Content-Type is media that
-// passes unchanged: images, audio, video and octet-streams. Everything
-// else, including answers with no type and SVG (which is XML text), is
-// scanned.
-func binary(contentType string) bool {
-	mt, _, _ := strings.Cut(contentType, ";")
-	mt = strings.TrimSpace(mt)
-	if strings.EqualFold(mt, "image/svg+xml") {
-		return false
-	}
-	for _, p := range [...]string{"image/", "audio/", "video/"} {
-		if len(mt) >= len(p) && strings.EqualFold(mt[:len(p)], p) {
-			return true
-		}
-	}
-	return strings.EqualFold(mt, "application/octet-stream")
 }

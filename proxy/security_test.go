@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
@@ -320,11 +321,7 @@ func TestRedirectsNotFollowedAndScrubbed(t *testing.T) {
 func TestCorpSecretGuessingThrottled(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	ask := func(ip, secret string) int {
-		r := httptest.NewRequest(http.MethodGet, "/cgi-bin/gettoken?corpid="+corpID+"&corpsecret="+url.QueryEscape(secret), nil)
-		r.RemoteAddr = ip + ":1234"
-		w := httptest.NewRecorder()
-		e.proxy.ServeHTTP(w, r)
-		return w.Code
+		return serveFrom(e.proxy, http.MethodGet, "/cgi-bin/gettoken?corpid="+corpID+"&corpsecret="+url.QueryEscape(secret), ip)
 	}
 	for i := range 10 {
 		if code := ask("10.0.0.1", "guess-"+strconv.Itoa(i)); code != http.StatusNotFound {
@@ -440,10 +437,11 @@ func TestEgressProxy(t *testing.T) {
 		_, _ = io.Copy(w, resp.Body)
 	}))
 	defer fwd.Close()
-	if tr, err = proxy.NewTransport(proxy.TransportOptions{Proxy: fwd.URL}); err != nil {
+	client, err := proxy.NewClient(proxy.TransportOptions{Proxy: fwd.URL})
+	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, envOptions{transport: tr})
+	e := newEnv(t, envOptions{transport: client})
 	if a := e.get(t, "/cgi-bin/user/get"); a.ErrCode != 0 {
 		t.Fatalf("through upstream_proxy: %s", a.body)
 	}
@@ -453,6 +451,9 @@ func TestEgressProxy(t *testing.T) {
 	for _, bad := range []string{"socks5://x:1", "http://", "::"} {
 		if _, err := proxy.NewTransport(proxy.TransportOptions{Proxy: bad}); err == nil {
 			t.Errorf("NewTransport(Proxy: %q) accepted", bad)
+		}
+		if _, err := proxy.NewClient(proxy.TransportOptions{Proxy: bad}); err == nil {
+			t.Errorf("NewClient(Proxy: %q) accepted", bad)
 		}
 	}
 }
@@ -478,6 +479,20 @@ func TestEncodedAnswersAreScrubbed(t *testing.T) {
 		t.Errorf("answer encoded %q; want plain", ce)
 	}
 	noSecrets(t, "rid/get with Accept-Encoding", string(body), e.liveTokens())
+}
+
+// serveFrom serves one request in process as if it came from ip (a
+// listener on loopback cannot fake other caller addresses) and returns the
+// status.
+func serveFrom(p *proxy.Proxy, method, target, ip string) int {
+	var ctx fasthttp.RequestCtx
+	var req fasthttp.Request
+	req.Header.SetMethod(method)
+	req.SetRequestURI(target)
+	req.Header.SetHost("wxproxy")
+	ctx.Init(&req, &net.TCPAddr{IP: net.ParseIP(ip), Port: 1234}, nil)
+	p.Handler()(&ctx)
+	return ctx.Response.StatusCode()
 }
 
 func headerText(h http.Header) string {

@@ -43,7 +43,6 @@ type Server struct {
 	replica string // this process, on the admin API
 	apps    []*appState
 	proxy   *proxy.Proxy
-	caller  *http.Server
 	admin   *http.Server
 	reg     *prometheus.Registry
 	metrics *proxy.Metrics
@@ -148,7 +147,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			Tokens: cache, Quotas: limiter, Breaker: breaker})
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(a.Quotas.APIs)))
 	}
-	callerTransport, err := proxy.NewTransport(transport)
+	callerClient, err := proxy.NewClient(transport)
 	if err != nil {
 		return nil, fmt.Errorf("upstream_proxy: %w", err)
 	}
@@ -160,24 +159,23 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		MaxBufferedBytes: cfg.MaxBufferedBytes,
 		BodyReadTimeout:  cfg.BodyReadTimeout,
 		UpstreamTimeout:  cfg.UpstreamTimeout,
-		Transport:        callerTransport,
-		Logger:           log,
-		Access:           s.access(cfg.Callers),
-		Metrics:          s.metrics,
-		Registry:         s.reg,
+		// The caller port's own bounds (SPEC §3, §5): headers must arrive
+		// within read_header_timeout and fit max_header_bytes, the body
+		// within body_read_timeout; idle keep-alive connections close
+		// after idle_timeout. No write timeout: it would cut long media.
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
+		Transport:         callerClient,
+		Logger:            log,
+		Access:            s.access(cfg.Callers),
+		Metrics:           s.metrics,
+		Registry:          s.reg,
 	})
 	if err != nil {
 		return nil, err
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	// The caller port's own bounds (SPEC §3, §5): headers must arrive within
-	// read_header_timeout and fit max_header_bytes; the body read deadline
-	// (body_read_timeout) is set per request by the proxy; idle keep-alive
-	// connections close after idle_timeout. No ReadTimeout/WriteTimeout:
-	// they would cut long media transfers.
-	s.caller = &http.Server{Handler: s.proxy, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
-		DisableGeneralOptionsHandler: true, // "OPTIONS *" is refused by the proxy like every odd target
-		MaxHeaderBytes:               int(cfg.MaxHeaderBytes), ErrorLog: errLog}
 	for _, a := range s.apps {
 		s.adminApps = append(s.adminApps, admin.App{Name: a.cfg.Name, Kind: a.cfg.Kind, AppID: a.cfg.AppID,
 			TokenMode: string(tokenMode(a.cfg)), Tokens: a.cache, Breaker: a.breaker, Quotas: a.limiter})
@@ -377,7 +375,7 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 		})
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- serveHTTP(s.caller, ls.caller) }()
+	go func() { errc <- s.proxy.Serve(ls.caller) }()
 	go func() { errc <- serveHTTP(s.admin, ls.admin) }()
 	s.log.Info("wxproxy listening", "listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "apps", len(s.apps), "replica", s.replica)
 	if ready != nil {
@@ -392,9 +390,10 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	s.log.Info("shutting down", "timeout", timeout.String())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	if err := s.caller.Shutdown(sctx); err != nil {
+	if err := s.proxy.Shutdown(sctx); err != nil {
+		// fasthttp closes the listener and idle connections at once;
+		// requests still running past shutdown_timeout are abandoned.
 		s.log.Warn("caller port did not drain in time", "err", err)
-		s.caller.Close()
 	}
 	if err := s.admin.Shutdown(sctx); err != nil {
 		s.admin.Close()
