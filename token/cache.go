@@ -7,32 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/singleflight"
-
-	"github.com/wxproxy/wxproxy/wechat"
 )
-
-// Fetcher gets a token from WeChat. force asks for a forced refresh, which
-// only Stable mode knows.
-type Fetcher interface {
-	Fetch(ctx context.Context, force bool) (Token, error)
-}
-
-// Locker is implemented by stores shared between processes: only the
-// holder of a key's lock may fetch, so N replicas seeing the same dead token
-// cause one fetch in all. unlock releases the lock if it is still ours.
-type Locker interface {
-	TryLock(ctx context.Context, key string, ttl time.Duration) (unlock func(), ok bool, err error)
-}
-
-// Watcher is implemented by stores that announce tokens saved by others.
-type Watcher interface {
-	Watch(ctx context.Context) <-chan string
-}
 
 // Sentinel errors callers branch on.
 var (
@@ -46,24 +23,19 @@ var (
 	ErrFetchBudget = errors.New("token: daily fetch budget exhausted")
 )
 
-// storeTimeout bounds one store round trip on the refresh path, so an
-// unreachable shared store is noticed quickly.
-const storeTimeout = 500 * time.Millisecond
-
-// errStoreDown marks a refresh made while the shared store is unreachable.
-var errStoreDown = errors.New("token: shared store unreachable")
-
-// stableRotation is how long before expiry WeChat's stable_token normal
-// mode starts handing out the next token.
-const stableRotation = 5 * time.Minute
-
-// Options configures a Cache. Zero values take the defaults noted.
+// Options configures a Cache. Zero values take the defaults noted. New
+// reads it once; changing it afterwards has no effect.
 type Options struct {
-	App     string  // app name, for logs
-	Mode    Mode    // required
-	Fetcher Fetcher // required
-	Store   Store   // default: a new MemoryStore
-	Key     string  // store key; default App
+	App     string // app name, for logs
+	Mode    Mode   // required unless Kind is set
+	Fetcher Source // required: where the tokens come from
+	Store   Store  // default: a new MemoryStore
+	Key     string // store key; default App
+
+	// Kind, if set, says how the Source's credentials behave, for a Source
+	// that is none of the Modes (tickets, component, authorizer, suite or
+	// corp tokens); it overrides Mode's Kind.
+	Kind *Kind
 
 	RefreshBefore time.Duration // proactive refresh lead; default 10m
 	FetchTimeout  time.Duration // one fetch, including the store round trips; default 10s
@@ -83,54 +55,56 @@ type Options struct {
 	// OnRefresh, if set, is called after every refresh attempt that asked
 	// WeChat, with its reason and outcome (nil on success).
 	OnRefresh func(reason Reason, err error)
-	// OnStoreError, if set, is called when the store fails; op is "load" or "save".
+	// OnStoreError, if set, is called when the store fails; op is "load",
+	// "save" or "lock".
 	OnStoreError func(op string, err error)
 	// OnInstall, if set, is called with every token value that becomes
 	// current (fetched, loaded from the store or adopted from another
 	// replica), before any caller can be handed it — so that it can be
-	// scrubbed from answers. It must not block.
+	// scrubbed from answers. It must not block: other installs wait for it.
 	OnInstall func(value string)
-	// Budget, if set, is asked before every Classic or WeCom fetch (each
-	// one counts against WeChat's daily limit); an error refuses the fetch
-	// and backs off at MaxBackoff. Stable fetches are budgeted by
-	// ForcedPerDay instead.
+	// Budget, if set, is asked before every fetch of a metered Kind
+	// (Classic, WeCom: each one counts against WeChat's daily limit); an
+	// error refuses the fetch and backs off at MaxBackoff. Stable fetches
+	// are budgeted by ForcedPerDay instead.
 	Budget func(ctx context.Context) error
 }
 
-// Cache holds one app's token. Current is the hot path; the first Get,
-// Invalidate and Refresh fetch through one shared flight. Run keeps the
-// token fresh in the background. A Cache is safe for concurrent use.
+// Cache holds one credential — an app's access token, or any kind a Source
+// fetches — and composes the small types that keep it: the hot-path holder
+// (Current is one atomic load: no lock, no I/O, no allocation), the refresh
+// flight (compare-and-refresh shared by concurrent callers, each waiting on
+// its own ctx), the failure backoff, the forced-refresh budget, and the
+// fleet lease of a shared Store. Get, Invalidate and Refresh take the slow
+// path; Run loads the stored token and keeps it fresh in the background.
 //
-// Cache is not a rate limiter: it caps forced stable refreshes and backs off
-// after failures, but callers bound request volume elsewhere.
+// A Cache must be made with New. It is safe for concurrent use. It knows
+// nothing of any one credential kind: the Source fetches and the Kind
+// describes. Cache is not a rate limiter: it caps forced refreshes and
+// backs off after failures, but callers bound request volume elsewhere.
 type Cache struct {
-	opts Options
-	cur  atomic.Pointer[Token]
-	sf   singleflight.Group
-	wake chan struct{}
-
+	held      holder
+	opts      Options
+	kind      Kind
+	flight    flight
+	backoff   backoff
+	forced    forceBudget
+	lease     *lease
+	alarm     alarm
 	refreshes atomic.Int64
-
-	mu          sync.Mutex
-	failures    int
-	retryAt     time.Time
-	lastErr     error
-	due         time.Time // next proactive refresh
-	forcedDay   string
-	forcedCount int
-	lastForced  time.Time
-	storeDown   bool // the last store operation failed
 }
 
-// New returns a Cache for one app. It does no I/O; call Run to load the
-// stored token and keep it fresh.
+// New returns a Cache for one credential. It does no I/O; call Run to load
+// the stored token and keep it fresh.
 func New(opts Options) (*Cache, error) {
 	if opts.Fetcher == nil {
 		return nil, errors.New("token: Options.Fetcher is required")
 	}
-	switch opts.Mode {
-	case Stable, Classic, WeCom:
-	default:
+	kind, ok := opts.Mode.kind()
+	if opts.Kind != nil {
+		kind, ok = *opts.Kind, ok || opts.Mode == ""
+	}
+	if !ok {
 		return nil, fmt.Errorf("token: unknown mode %q", opts.Mode)
 	}
 	if opts.Store == nil {
@@ -162,7 +136,15 @@ func New(opts Options) (*Cache, error) {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	opts.Logger = opts.Logger.With("app", opts.App)
-	return &Cache{opts: opts, wake: make(chan struct{}, 1)}, nil
+
+	c := &Cache{opts: opts, kind: kind}
+	c.held.onInstall = opts.OnInstall
+	c.flight.current, c.flight.now, c.flight.timeout = c.held.load, opts.Now, opts.FetchTimeout
+	c.backoff.min, c.backoff.max, c.backoff.rand = opts.MinBackoff, opts.MaxBackoff, opts.Rand
+	c.forced.perDay, c.forced.spacing, c.forced.loc = opts.ForcedPerDay, opts.ForcedSpacing, opts.Location
+	c.lease = newLease(opts.Store, opts.Key, opts.LockTTL, opts.SyncEvery, opts.Now, opts.Logger, opts.OnStoreError)
+	c.alarm.wake = make(chan struct{}, 1)
+	return c, nil
 }
 
 func setDefault(d *time.Duration, v time.Duration) {
@@ -174,12 +156,12 @@ func setDefault(d *time.Duration, v time.Duration) {
 // Current returns the token in memory, or nil before the first one. It
 // takes no lock and does no I/O; the caller checks Valid. The returned
 // Token must not be modified.
-func (c *Cache) Current() *Token { return c.cur.Load() }
+func (c *Cache) Current() *Token { return c.held.cur.Load() }
 
 // Get returns a valid token, fetching one if there is none. Concurrent
 // callers share one fetch; each stops waiting when its own ctx ends.
 func (c *Cache) Get(ctx context.Context) (*Token, error) {
-	cur := c.cur.Load()
+	cur := c.held.load()
 	if cur.Valid(c.opts.Now()) {
 		return cur, nil
 	}
@@ -204,7 +186,7 @@ func (c *Cache) Invalidate(ctx context.Context, bad string) (*Token, error) {
 // is spent. It ignores the failure backoff.
 func (c *Cache) Refresh(ctx context.Context) (*Token, error) {
 	var bad string
-	if cur := c.cur.Load(); cur != nil {
+	if cur := c.held.load(); cur != nil {
 		bad = cur.Value
 	}
 	return c.refresh(ctx, bad, ReasonManual)
@@ -214,6 +196,7 @@ func (c *Cache) Refresh(ctx context.Context) (*Token, error) {
 func (c *Cache) Refreshes() int64 { return c.refreshes.Load() }
 
 // Status is a snapshot of a Cache for health checks and the admin API.
+// The zero Status describes a cache that holds nothing and never failed.
 type Status struct {
 	Token     *Token    // nil before the first token
 	Refreshes int64     // tokens obtained from WeChat
@@ -224,95 +207,76 @@ type Status struct {
 
 // Status returns a snapshot of the cache.
 func (c *Cache) Status() Status {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return Status{Token: c.cur.Load(), Refreshes: c.refreshes.Load(), Failures: c.failures, LastError: c.lastErr, RetryAt: c.retryAt}
+	failures, retryAt, lastErr := c.backoff.state()
+	return Status{Token: c.held.load(), Refreshes: c.refreshes.Load(), Failures: failures, LastError: lastErr, RetryAt: retryAt}
 }
 
-// refresh runs doRefresh in the one shared flight. The flight runs on a
-// context no caller can cancel, bounded by FetchTimeout; each caller waits
-// on its own ctx.
+// refresh replaces bad in the shared flight. A manual refresh has its own
+// flight: joining another one would hand the operator a token that was
+// never refreshed.
 func (c *Cache) refresh(ctx context.Context, bad string, reason Reason) (*Token, error) {
-	// A manual refresh has its own flight: joining another one would hand
-	// the operator a token that was never refreshed.
 	key := "refresh"
 	if reason == ReasonManual {
 		key = "manual"
 	}
-	ch := c.sf.DoChan(key, func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
-		defer cancel()
-		return c.doRefresh(fctx, bad, reason)
+	return c.flight.do(ctx, key, bad, func(ctx context.Context) (*Token, error) {
+		return c.replace(ctx, bad, reason)
 	})
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*Token), nil
-	}
 }
 
-func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Token, error) {
+// replace runs inside the flight, once bad is known to be current (or
+// there is no valid token). It adopts a newer token from the store if
+// another replica already replaced bad; else, outside the backoff, it
+// takes the fleet lease and fetches, forcing within the budget when a
+// Forcible Source hands back the rejected token itself.
+func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token, error) {
 	now := c.opts.Now()
-	cur := c.cur.Load()
-	// Compare: the token to replace is no longer current, so someone
-	// refreshed while this caller waited.
-	if cur.Valid(now) && cur.Value != bad {
-		return cur, nil
-	}
-	// A newer token may be in the store (another replica refreshed).
-	if reason != ReasonManual && !c.isStoreDown() {
-		if st, ok := c.loadStore(ctx); ok && st.Valid(now) && st.Value != bad && (cur == nil || st.ExpiresAt.After(cur.ExpiresAt)) {
-			c.install(&st)
-			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value), "reason", reason)
-			return &st, nil
+	cur := c.held.load()
+	if reason != ReasonManual && !c.lease.isDown() {
+		if st, ok := c.lease.load(ctx); ok && st.Valid(now) && st.Value != bad {
+			held, adopted := c.install(&st, func(cur *Token) bool { return cur == nil || st.ExpiresAt.After(cur.ExpiresAt) })
+			if adopted {
+				c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value), "reason", reason)
+				return held, nil
+			}
+			if held.Valid(now) && held.Value != bad {
+				return held, nil // replaced while the store was read
+			}
 		}
 	}
-	c.mu.Lock()
-	retryAt, lastErr := c.retryAt, c.lastErr
-	c.mu.Unlock()
-	if reason != ReasonManual && now.Before(retryAt) {
-		return nil, fmt.Errorf("%w until %s: %w", ErrUnavailable, retryAt.Format(time.RFC3339), lastErr)
+	if reason != ReasonManual {
+		if err := c.backoff.blocked(now); err != nil {
+			return nil, err
+		}
 	}
 
 	alone := false // the shared store is down: act without the fleet
-	if locker, ok := c.opts.Store.(Locker); ok {
-		var adopted *Token
-		var unlock func()
-		var err error
-		if c.isStoreDown() {
-			err = errStoreDown // known down: do not wait on it; the backstop re-probes
-		} else {
-			adopted, unlock, err = c.acquire(ctx, locker, bad)
+	adopt, release, err := c.lease.acquire(ctx, bad, c.held.load)
+	switch {
+	case adopt != nil:
+		held, adopted := c.install(adopt, func(cur *Token) bool { return newer(adopt, cur) })
+		if adopted {
+			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(adopt.Value))
 		}
-		switch {
-		case adopted != nil:
-			return adopted, nil
-		case err == nil:
-			defer unlock()
-		case ctx.Err() != nil:
-			return nil, err
-		default:
-			if err != errStoreDown {
-				c.storeError("lock", err)
-			}
-			// Stable normal mode cannot invalidate anyone: fetch alone.
-			// Classic and WeCom fetches would: only for a token that has
-			// really expired.
-			if c.opts.Mode != Stable && cur.Valid(now) {
-				c.deferRecheck(now)
-				return cur, nil
-			}
-			alone = true
+		return held, nil
+	case err == nil:
+		defer release()
+	case ctx.Err() != nil:
+		return nil, err
+	default:
+		// A Shared kind's normal fetch cannot invalidate anyone: fetch
+		// alone. Others would: only for a token that has really expired;
+		// meanwhile look again soon, without counting a failure.
+		if !c.kind.Shared && cur.Valid(now) {
+			c.alarm.set(now.Add(c.opts.SyncEvery))
+			return cur, nil
 		}
+		alone = true
 	}
 
 	force := false
-	if reason == ReasonManual && c.opts.Mode == Stable {
-		if alone || !c.takeForce(now) {
+	if reason == ReasonManual && c.kind.Forcible {
+		if alone || !c.forced.take(now) {
 			return nil, ErrForceBudget
 		}
 		force = true
@@ -321,10 +285,10 @@ func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Toke
 	if err != nil {
 		return nil, err
 	}
-	if c.opts.Mode == Stable && !force && bad != "" && t.Value == bad && reason == ReasonInvalid {
-		// Normal mode handed back the token WeChat just rejected: only a
-		// forced refresh replaces it.
-		if alone || !c.takeForce(now) {
+	if c.kind.Forcible && !force && bad != "" && t.Value == bad && reason == ReasonInvalid {
+		// The normal fetch handed back the token WeChat just rejected:
+		// only a forced refresh replaces it.
+		if alone || !c.forced.take(now) {
 			c.opts.Logger.Warn("token rejected but forced refresh budget exhausted", "fingerprint", Fingerprint(bad))
 			return &t, nil
 		}
@@ -333,88 +297,17 @@ func (c *Cache) doRefresh(ctx context.Context, bad string, reason Reason) (*Toke
 		}
 	}
 	c.refreshes.Add(1)
-	c.install(&t)
-	if err := c.opts.Store.Save(ctx, c.opts.Key, t); err != nil {
-		c.storeError("save", err)
-	} else {
-		c.storeOK()
-	}
+	c.install(&t, nil)
+	c.lease.save(ctx, t)
 	c.opts.Logger.Info("token refreshed", "reason", reason, "forced", force,
 		"fingerprint", Fingerprint(t.Value), "expires_in", int(t.ExpiresAt.Sub(now).Seconds()))
 	return &t, nil
 }
 
-// acquire takes the refresh lock of a shared store. While another replica
-// holds it, acquire waits for that replica's token and returns it (adopted).
-// The holder re-reads the store before fetching: a token newer than the
-// one to replace is adopted instead.
-func (c *Cache) acquire(ctx context.Context, locker Locker, bad string) (adopted *Token, unlock func(), err error) {
-	const poll = 25 * time.Millisecond
-	for {
-		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		unlock, ok, err := locker.TryLock(lctx, c.opts.Key, c.opts.LockTTL)
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				err = fmt.Errorf("%w: %w", errStoreDown, err)
-			}
-			return nil, nil, err
-		}
-		// Read the store first, then look at the current token: an
-		// announcement installs a token only after it is stored, so
-		// between the two nothing can be missed.
-		st := c.newerInStore(ctx, bad)
-		if cur := c.cur.Load(); cur.Valid(c.opts.Now()) && cur.Value != bad {
-			st = cur // already replaced, by us or by an announcement
-		}
-		if st != nil {
-			if ok {
-				unlock()
-			}
-			if st != c.cur.Load() {
-				c.install(st)
-				c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
-			}
-			return st, nil, nil
-		}
-		if ok {
-			return nil, unlock, nil
-		}
-		t := time.NewTimer(poll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, nil, ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// newerInStore returns the stored token if it is valid, is not bad, and
-// is newer than the current one.
-func (c *Cache) newerInStore(ctx context.Context, bad string) *Token {
-	st, ok := c.loadStore(ctx)
-	if !ok || !st.Valid(c.opts.Now()) || st.Value == bad {
-		return nil
-	}
-	if cur := c.cur.Load(); cur != nil && (st.Value == cur.Value || !st.ExpiresAt.After(cur.ExpiresAt)) {
-		return nil
-	}
-	return &st
-}
-
-// deferRecheck schedules the background loop to look again soon, without
-// counting a failure: used while the shared store is down.
-func (c *Cache) deferRecheck(now time.Time) {
-	c.mu.Lock()
-	c.due = now.Add(c.opts.SyncEvery)
-	c.mu.Unlock()
-	c.poke()
-}
-
-// fetch asks WeChat and records the outcome for backoff and metrics.
+// fetch asks the Source, within the fetch budget, and records the outcome
+// for backoff and metrics.
 func (c *Cache) fetch(ctx context.Context, reason Reason, force bool) (Token, error) {
-	if c.opts.Budget != nil && c.opts.Mode != Stable {
+	if c.opts.Budget != nil && !c.kind.Unmetered {
 		if err := c.opts.Budget(ctx); err != nil {
 			err = fmt.Errorf("%w: %w", ErrFetchBudget, err)
 			c.fail(err)
@@ -432,22 +325,11 @@ func (c *Cache) fetch(ctx context.Context, reason Reason, force bool) (Token, er
 	return t, nil
 }
 
+// fail backs off after a failed fetch, logs it, and wakes Run to retry.
 func (c *Cache) fail(err error) {
-	now := c.opts.Now()
-	c.mu.Lock()
-	c.failures++
-	d := c.opts.MaxBackoff
-	var apiErr *wechat.APIError
-	configErr := errors.As(err, &apiErr) && wechat.IsConfigError(apiErr.Code)
-	budget := errors.Is(err, ErrFetchBudget)
-	if !configErr && !budget && c.failures < 32 {
-		d = min(c.opts.MinBackoff<<(c.failures-1), c.opts.MaxBackoff)
-	}
-	d = d/2 + time.Duration(c.opts.Rand()*float64(d/2)) // jitter in [d/2, d)
-	c.retryAt, c.lastErr = now.Add(d), err
-	failures := c.failures
-	c.mu.Unlock()
+	d, failures := c.backoff.fail(c.opts.Now(), err)
 	attrs := []any{"err", err, "failures", failures, "retry_in", d.Round(time.Millisecond).String()}
+	apiErr, configErr := configError(err)
 	if apiErr != nil {
 		attrs = append(attrs, "errcode", apiErr.Code)
 	}
@@ -456,213 +338,16 @@ func (c *Cache) fail(err error) {
 	} else {
 		c.opts.Logger.Warn("token fetch failed", attrs...)
 	}
-	c.poke()
+	c.alarm.poke()
 }
 
-// install makes t current, clears the failure state and schedules the next
-// proactive refresh.
-func (c *Cache) install(t *Token) {
-	if c.opts.OnInstall != nil {
-		c.opts.OnInstall(t.Value)
-	}
+// install makes t current if ok accepts the token it replaces (nil: always),
+// then clears the failure state and schedules the next proactive refresh.
+// It returns the token held afterwards and whether it is t.
+func (c *Cache) install(t *Token, ok func(cur *Token) bool) (*Token, bool) {
 	now := c.opts.Now()
-	c.mu.Lock()
-	prev := c.cur.Load()
-	c.cur.Store(t)
-	c.failures, c.retryAt, c.lastErr = 0, time.Time{}, nil
-	if prev != nil && prev.Value == t.Value {
-		// WeChat handed back the same token (stable normal mode, WeCom):
-		// ask again halfway to its expiry, when it will have rotated.
-		c.due = now.Add(max(t.ExpiresAt.Sub(now)/2, time.Second))
-	} else {
-		lead := c.lead(t)
-		c.due = t.ExpiresAt.Add(-lead).Add(time.Duration(c.opts.Rand() * 0.2 * float64(lead)))
-	}
-	c.mu.Unlock()
-	c.poke()
-}
-
-// lead is how long before expiry the proactive refresh is due. Classic
-// tokens can be replaced at any time (the old one lives 5 more minutes).
-// Stable normal mode only rotates in its last minutes, so asking earlier
-// returns the same token. WeCom returns the same token until it expires.
-func (c *Cache) lead(t *Token) time.Duration {
-	half := t.Lifetime() / 2
-	switch c.opts.Mode {
-	case Stable:
-		return min(c.opts.RefreshBefore, stableRotation, half)
-	case WeCom:
-		return 0
-	}
-	return min(c.opts.RefreshBefore, half)
-}
-
-func (c *Cache) takeForce(now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	day := now.In(c.opts.Location).Format(time.DateOnly)
-	if day != c.forcedDay {
-		c.forcedDay, c.forcedCount = day, 0
-	}
-	if c.forcedCount >= c.opts.ForcedPerDay || (!c.lastForced.IsZero() && now.Sub(c.lastForced) < c.opts.ForcedSpacing) {
-		return false
-	}
-	c.forcedCount++
-	c.lastForced = now
-	return true
-}
-
-func (c *Cache) loadStore(ctx context.Context) (Token, bool) {
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	t, err := c.opts.Store.Load(ctx, c.opts.Key)
-	if err != nil {
-		if !errors.Is(err, ErrNotFound) {
-			c.storeError("load", err)
-		} else {
-			c.storeOK()
-		}
-		return Token{}, false
-	}
-	c.storeOK()
-	return t, true
-}
-
-// storeError counts every failure and logs the first of a run, so an
-// outage does not flood the log.
-func (c *Cache) storeError(op string, err error) {
-	c.mu.Lock()
-	first := !c.storeDown
-	c.storeDown = true
-	c.mu.Unlock()
-	if first {
-		c.opts.Logger.Warn("token store failed; serving the cached token", "op", op, "err", err)
-	}
-	if c.opts.OnStoreError != nil {
-		c.opts.OnStoreError(op, err)
-	}
-}
-
-func (c *Cache) isStoreDown() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.storeDown
-}
-
-func (c *Cache) storeOK() {
-	c.mu.Lock()
-	was := c.storeDown
-	c.storeDown = false
-	c.mu.Unlock()
-	if was {
-		c.opts.Logger.Info("token store reachable again")
-	}
-}
-
-// sync adopts a newer token that another replica saved. A store that
-// lost its data (Redis restarted empty) gets the current token back, so
-// replicas that start later reuse it instead of fetching.
-func (c *Cache) sync(ctx context.Context) {
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	st, err := c.opts.Store.Load(sctx, c.opts.Key)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		c.storeOK()
-		if cur := c.cur.Load(); cur.Valid(c.opts.Now()) {
-			if err := c.opts.Store.Save(sctx, c.opts.Key, *cur); err != nil {
-				c.storeError("save", err)
-			} else {
-				c.opts.Logger.Info("token restored to the store", "fingerprint", Fingerprint(cur.Value))
-			}
-		}
-	case err != nil:
-		c.storeError("load", err)
-	default:
-		c.storeOK()
-		cur := c.cur.Load()
-		if st.Valid(c.opts.Now()) && (cur == nil || (st.Value != cur.Value && st.ExpiresAt.After(cur.ExpiresAt))) {
-			c.install(&st)
-			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
-		}
-	}
-}
-
-func (c *Cache) poke() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Run loads a stored token (a restart with a valid stored token costs no
-// fetch) and then keeps the token fresh until ctx ends: it refreshes before
-// expiry with jitter and retries failed fetches with exponential backoff.
-// Callers never wait on a proactive refresh. Run returns when ctx is done.
-func (c *Cache) Run(ctx context.Context) {
-	if st, ok := c.loadStore(ctx); ok && st.Valid(c.opts.Now()) && c.cur.Load() == nil {
-		c.install(&st)
-		c.opts.Logger.Info("token reused from store", "fingerprint", Fingerprint(st.Value),
-			"expires_in", int(st.ExpiresAt.Sub(c.opts.Now()).Seconds()))
-	}
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	// With a shared store, tokens saved by other replicas arrive by
-	// announcement, with a periodic re-read as a backstop.
-	var updates <-chan string
-	var backstop <-chan time.Time
-	if w, ok := c.opts.Store.(Watcher); ok {
-		updates = w.Watch(ctx)
-	}
-	if _, ok := c.opts.Store.(Locker); ok {
-		t := time.NewTicker(c.opts.SyncEvery)
-		defer t.Stop()
-		backstop = t.C
-	}
-	for {
-		timer.Reset(c.wait())
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.wake:
-			continue
-		case key, ok := <-updates:
-			if !ok {
-				updates = nil
-			} else if key == c.opts.Key {
-				c.sync(ctx)
-			}
-			continue
-		case <-backstop:
-			c.sync(ctx)
-			continue
-		case <-timer.C:
-		}
-		if c.wait() > 0 {
-			continue // rescheduled meanwhile
-		}
-		cur := c.cur.Load()
-		reason, bad := ReasonStartup, ""
-		if cur != nil {
-			reason, bad = ReasonProactive, cur.Value
-			if !cur.Valid(c.opts.Now()) {
-				reason = ReasonInvalid
-			}
-		}
-		_, _ = c.refresh(ctx, bad, reason) // failures are logged and scheduled by fail
-	}
-}
-
-// wait returns how long until the background loop has work.
-func (c *Cache) wait() time.Duration {
-	now := c.opts.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if now.Before(c.retryAt) {
-		return c.retryAt.Sub(now)
-	}
-	if c.cur.Load() == nil || c.failures > 0 {
-		return 0
-	}
-	return max(c.due.Sub(now), 0)
+	return c.held.install(t, ok, func(prev *Token) {
+		c.backoff.reset()
+		c.alarm.set(c.next(prev, t, now))
+	})
 }

@@ -17,10 +17,11 @@ import (
 // maxTokenAnswer bounds how much of a token endpoint's answer is read.
 const maxTokenAnswer = 64 << 10
 
-// HTTPFetcher fetches tokens from a WeChat or WeCom token endpoint.
-// Its fields must not change after first use; it is then safe for
-// concurrent use. Errors never contain the secret: URLs in transport errors
-// are redacted.
+// HTTPFetcher is the Source of app access tokens: it fetches them from a
+// WeChat or WeCom token endpoint in its Mode. It keeps no state and does
+// not retry; the Cache does. Its fields must not change after first use;
+// it is then safe for concurrent use. Errors never contain the secret: URLs
+// in transport errors are redacted.
 type HTTPFetcher struct {
 	Mode     Mode
 	Upstream string // base URL, e.g. https://api.weixin.qq.com
@@ -29,8 +30,6 @@ type HTTPFetcher struct {
 	Client   *http.Client
 	Now      func() time.Time // default time.Now
 }
-
-var _ Fetcher = (*HTTPFetcher)(nil)
 
 // Fetch gets a token. force asks for a forced refresh and only means
 // something in Stable mode.

@@ -1,11 +1,20 @@
-// Package token holds WeChat access tokens: it fetches them (classic,
-// stable and WeCom modes), keeps the current one in memory for the hot path,
-// refreshes it before it expires, and refreshes it at most once when WeChat
-// rejects it (compare-and-refresh).
+// Package token holds WeChat credentials — access tokens today (classic,
+// stable and WeCom modes), tickets and platform tokens tomorrow: it fetches
+// them, keeps the current one in memory for the hot path, refreshes it
+// before it expires, and refreshes it at most once when WeChat rejects it
+// (compare-and-refresh).
 //
 // The hot path is Cache.Current: one atomic load, no lock, no I/O. Every
-// network call happens on the slow path, shared through singleflight, on a
+// network call happens on the slow path, shared through one flight, on a
 // context that no single caller can cancel.
+//
+// Cache is a generic holder over a Source; each credential kind is a
+// Source (HTTPFetcher for access tokens) described by a Kind. Cache composes
+// small types, one concurrency story each, one file each: holder.go (the
+// hot path), flight.go (compare-and-refresh), backoff.go (failures),
+// budget.go (forced refreshes), lease.go (the store and the fleet's
+// refresh lease) and run.go (the background refresh). Stores sit in
+// store.go and redis.go.
 package token
 
 import (

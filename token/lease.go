@@ -1,0 +1,230 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// Locker is implemented by stores shared between processes: only the
+// holder of a key's lock may fetch, so N replicas seeing the same dead token
+// cause one fetch in all. The lock expires after ttl whatever happens to its
+// holder; unlock releases it only if it is still ours (compare-and-delete).
+// A Cache calls TryLock concurrently from its refresh flights. Locker is not
+// a lease renewer: a Cache bounds each refresh by FetchTimeout, which its
+// LockTTL must exceed.
+type Locker interface {
+	TryLock(ctx context.Context, key string, ttl time.Duration) (unlock func(), ok bool, err error)
+}
+
+// Watcher is implemented by stores that announce tokens saved by others:
+// Watch returns the keys of new tokens until ctx ends, then closes the
+// channel. Announcements may be dropped (the Cache re-reads the store as a
+// backstop), so Watcher is not a delivery guarantee.
+type Watcher interface {
+	Watch(ctx context.Context) <-chan string
+}
+
+// storeTimeout bounds one store round trip on the refresh path, so an
+// unreachable shared store is noticed quickly.
+const storeTimeout = 500 * time.Millisecond
+
+// lockPoll is how often a replica waiting on another's lease looks again.
+const lockPoll = 25 * time.Millisecond
+
+// errStoreDown marks a refresh made while the shared store is unreachable.
+var errStoreDown = errors.New("token: shared store unreachable")
+
+// lease is a Cache's link to its Store, and — when the store is shared by a
+// fleet (a Locker) — the fleet's refresh lease: one replica at a time holds
+// a key's lock and fetches; the others wait for its token and adopt it.
+// Tokens saved by others arrive by announcement (a Watcher), with a periodic
+// re-read as a backstop. Every store failure is reported; an outage is
+// logged once when it starts and once when it ends. A lease is safe for
+// concurrent use once its fields are set.
+//
+// lease does not install tokens: it returns those to adopt and the Cache
+// decides. With a store of one process the lease is always granted.
+type lease struct {
+	store   Store
+	key     string
+	locker  Locker        // nil: not shared
+	watcher Watcher       // nil: no announcements
+	ttl     time.Duration // lock lifetime; outlives one refresh
+	every   time.Duration // backstop re-read of a shared store
+	now     func() time.Time
+	log     *slog.Logger
+	onError func(op string, err error) // nil: none
+
+	down atomic.Bool // the last store operation failed
+}
+
+// newLease returns the lease of key in store.
+func newLease(store Store, key string, ttl, every time.Duration, now func() time.Time, log *slog.Logger, onError func(string, error)) *lease {
+	l := &lease{store: store, key: key, ttl: ttl, every: every, now: now, log: log, onError: onError}
+	l.locker, _ = store.(Locker)
+	l.watcher, _ = store.(Watcher)
+	return l
+}
+
+// shared reports whether the store is shared by a fleet.
+func (l *lease) shared() bool { return l.locker != nil }
+
+// isDown reports whether the last store operation failed.
+func (l *lease) isDown() bool { return l.down.Load() }
+
+// acquire takes the refresh lock of a shared store; release gives it back
+// (a no-op if it expired and another replica took it). While another
+// replica holds it, acquire waits for that replica's token and returns it
+// to adopt. The holder re-reads the store before fetching: a token newer
+// than the current one and not bad is returned to adopt instead, as is the
+// current token once it is no longer bad.
+//
+// A store known to be down is not asked (the backstop re-probes it); then,
+// and when locking fails, the error wraps errStoreDown. An error with ctx
+// done is ctx's.
+func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) (adopt *Token, release func(), err error) {
+	if l.locker == nil {
+		return nil, func() {}, nil
+	}
+	if l.isDown() {
+		return nil, nil, errStoreDown
+	}
+	for {
+		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		unlock, ok, err := l.locker.TryLock(lctx, l.key, l.ttl)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("%w: %w", errStoreDown, err)
+				l.fail("lock", err)
+			}
+			return nil, nil, err
+		}
+		// Read the store first, then look at the current token: an
+		// announcement installs a token only after it is stored, so
+		// between the two nothing can be missed.
+		st := l.newer(ctx, bad, current)
+		if cur := current(); cur.Valid(l.now()) && cur.Value != bad {
+			st = cur // already replaced, by us or by an announcement
+		}
+		if st != nil {
+			if ok {
+				unlock()
+			}
+			return st, nil, nil
+		}
+		if ok {
+			return nil, unlock, nil
+		}
+		t := time.NewTimer(lockPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// newer returns the stored token if it is valid, is not bad, and is newer
+// than the current one.
+func (l *lease) newer(ctx context.Context, bad string, current func() *Token) *Token {
+	st, ok := l.load(ctx)
+	if !ok || !st.Valid(l.now()) || st.Value == bad || !newer(&st, current()) {
+		return nil
+	}
+	return &st
+}
+
+// load reads the stored token within storeTimeout; false if there is none
+// or the store failed.
+func (l *lease) load(ctx context.Context) (Token, bool) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	t, err := l.store.Load(ctx, l.key)
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			l.fail("load", err)
+		} else {
+			l.ok()
+		}
+		return Token{}, false
+	}
+	l.ok()
+	return t, true
+}
+
+// save stores t; in a shared store that announces it to the fleet.
+func (l *lease) save(ctx context.Context, t Token) {
+	if err := l.store.Save(ctx, l.key, t); err != nil {
+		l.fail("save", err)
+		return
+	}
+	l.ok()
+}
+
+// watch returns the announcements of the key's new tokens and the backstop
+// ticks of a shared store (nil channels where there are none), until ctx
+// ends or stop is called.
+func (l *lease) watch(ctx context.Context) (updates <-chan string, backstop <-chan time.Time, stop func()) {
+	stop = func() {}
+	if l.watcher != nil {
+		updates = l.watcher.Watch(ctx)
+	}
+	if l.locker != nil {
+		t := time.NewTicker(l.every)
+		backstop, stop = t.C, t.Stop
+	}
+	return updates, backstop, stop
+}
+
+// sync re-reads the store and returns a valid stored token newer than the
+// current one, to adopt. A store that lost its data (Redis restarted
+// empty) gets the current token back, so replicas that start later reuse
+// it instead of fetching.
+func (l *lease) sync(ctx context.Context, current func() *Token) *Token {
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	st, err := l.store.Load(sctx, l.key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		l.ok()
+		if cur := current(); cur.Valid(l.now()) {
+			if err := l.store.Save(sctx, l.key, *cur); err != nil {
+				l.fail("save", err)
+			} else {
+				l.log.Info("token restored to the store", "fingerprint", Fingerprint(cur.Value))
+			}
+		}
+	case err != nil:
+		l.fail("load", err)
+	default:
+		l.ok()
+		if st.Valid(l.now()) && newer(&st, current()) {
+			return &st
+		}
+	}
+	return nil
+}
+
+// fail reports every store failure and logs the first of a run, so an
+// outage does not flood the log.
+func (l *lease) fail(op string, err error) {
+	if !l.down.Swap(true) {
+		l.log.Warn("token store failed; serving the cached token", "op", op, "err", err)
+	}
+	if l.onError != nil {
+		l.onError(op, err)
+	}
+}
+
+// ok marks the store reachable, logging the end of an outage.
+func (l *lease) ok() {
+	if l.down.Swap(false) {
+		l.log.Info("token store reachable again")
+	}
+}
