@@ -47,10 +47,12 @@ func (a *answer) close() {
 }
 
 // inspect reads the start of every non-binary answer and records its
-// errcode (JSON and text answers). The read must finish within
-// upstream_timeout of the answer's headers: an upstream that stalls after
-// its headers cannot hold the caller longer. Then the deadline is lifted,
-// so the rest of a long answer streams without one.
+// errcode (JSON and text answers). The HostClient's read deadline, armed
+// when the request has been written (upstream_timeout), still holds while
+// the peek reads: an upstream that stalls after its headers cannot hold
+// the caller longer. When more of the answer is left to stream (media,
+// long answers), the deadline is lifted, so a long download is not cut;
+// a small answer, read whole by the peek, costs no deadline change.
 func (p *Proxy) inspect(r *request, resp *fasthttp.Response) (*answer, error) {
 	a := &answer{resp: resp}
 	stream := resp.BodyStream()
@@ -58,13 +60,14 @@ func (p *Proxy) inspect(r *request, resp *fasthttp.Response) (*answer, error) {
 		a.rest = stream
 		if stream == nil {
 			a.whole = resp.Body()
+		} else {
+			setReadDeadline(resp, time.Time{})
 		}
 		return a, nil
 	}
 	if stream == nil {
 		a.whole = resp.Body()
 	} else {
-		setReadDeadline(resp, time.Now().Add(p.upTimeout))
 		pb := peekPool.Get().(*peekBuf)
 		a.peek = pb
 		n, err := readPeek(stream, pb.buf[:])
@@ -73,6 +76,7 @@ func (p *Proxy) inspect(r *request, resp *fasthttp.Response) (*answer, error) {
 			a.whole = pb.buf[:n]
 		case err == nil:
 			a.whole, a.rest = pb.buf[:n], stream // whole holds the first bytes only
+			setReadDeadline(resp, time.Time{})
 		default:
 			var te interface{ Timeout() bool }
 			a.close()
@@ -81,7 +85,6 @@ func (p *Proxy) inspect(r *request, resp *fasthttp.Response) (*answer, error) {
 			}
 			return nil, wechat.RedactError(err)
 		}
-		setReadDeadline(resp, time.Time{})
 	}
 	if scannable(resp.Header.ContentType()) {
 		r.errcode, r.hasCode = wechat.ScanErrcode(a.whole)

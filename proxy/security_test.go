@@ -510,3 +510,38 @@ func noSecrets(tb testing.TB, what, text string, tokens []string) {
 		}
 	}
 }
+
+// A long download outlives upstream_timeout: the deadline bounds WeChat's
+// headers and the errcode peek, not a media file or a long answer that
+// streams on after them.
+func TestLongAnswersOutliveUpstreamTimeout(t *testing.T) {
+	const parts, part = 6, 4 << 10
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ct := "image/jpeg"
+		if r.URL.Path == "/cgi-bin/long" {
+			ct = "application/json"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Content-Length", strconv.Itoa(3*part+parts*part))
+		w.WriteHeader(200)
+		_, _ = w.Write(bytes.Repeat([]byte("a"), 3*part)) // past the 8 KiB peek
+		for range parts {
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond) // the slow upstream under test, 600 ms in all
+			_, _ = w.Write(bytes.Repeat([]byte("b"), part))
+		}
+	}))
+	defer slow.Close()
+	e := newEnv(t, envOptions{upstream: slow.URL, upTimeout: 250 * time.Millisecond})
+	for _, path := range []string{"/cgi-bin/media/get?media_id=1", "/cgi-bin/long"} {
+		resp, err := http.Get(e.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != 3*part+parts*part || resp.StatusCode != 200 {
+			t.Errorf("%s: %d, %d of %d bytes, %v; want the whole answer", path, resp.StatusCode, n, 3*part+parts*part, err)
+		}
+	}
+}
