@@ -34,6 +34,7 @@ const (
 	KindBadRequest       Kind = "bad_request"
 	KindBodyTimeout      Kind = "body_timeout"     // answered as bad_request with 408
 	KindHeaderTooLarge   Kind = "header_too_large" // answered as bad_request with 431
+	KindUpstreamBusy     Kind = "upstream_busy"    // answered as upstream_error with 503: wxproxy's own connections, not WeChat
 )
 
 // Error is an error wxproxy answers itself, in WeChat's JSON shape. Msg is
@@ -76,12 +77,14 @@ var answers = map[Kind]errAnswer{
 	KindBadRequest:       {http.StatusBadRequest, wechat.CodeDataFormat, "bad_request"},
 	KindBodyTimeout:      {http.StatusRequestTimeout, wechat.CodeDataFormat, "bad_request"},
 	KindHeaderTooLarge:   {http.StatusRequestHeaderFieldsTooLarge, wechat.CodeDataFormat, "bad_request"},
+	KindUpstreamBusy:     {http.StatusServiceUnavailable, wechat.CodeSystemError, "upstream_error"},
 }
 
 // callersFault reports whether e is the caller's own doing (a bad or slow
 // body), which must never count against WeChat.
 func (e *Error) callersFault() bool {
-	return e.Kind == KindBadRequest || e.Kind == KindBodyTimeout || e.Kind == KindBodyTooLarge || e.Kind == KindHeaderTooLarge
+	return e.Kind == KindBadRequest || e.Kind == KindBodyTimeout || e.Kind == KindBodyTooLarge || e.Kind == KindHeaderTooLarge ||
+		e.Kind == KindUpstreamBusy // wxproxy's own pool, not WeChat: never a breaker failure
 }
 
 // classify turns any error met while serving a request into an *Error.
@@ -132,13 +135,19 @@ func (p *Proxy) parseError(ctx *fasthttp.RequestCtx, err error) {
 	case isSmallBuffer(err):
 		e = &Error{Kind: KindHeaderTooLarge, Msg: "request headers are larger than max_header_bytes", Err: err}
 	default:
-		e = &Error{Kind: KindBadRequest, Msg: "malformed request", Err: err}
+		// fasthttp's parse errors may quote the request target or a
+		// header value (a secret in an SDK's token request): only the
+		// category is kept.
+		e = &Error{Kind: KindBadRequest, Msg: "malformed request", Err: errMalformed}
 	}
 	r.err = e
 	ctx.Response.Reset()
 	writeError(&ctx.Response, e)
 	p.finish(r)
 }
+
+// errMalformed stands for a parse error whose text is not logged.
+var errMalformed = errors.New("malformed request (details withheld: they may quote the request)")
 
 func isSmallBuffer(err error) bool {
 	var sb *fasthttp.ErrSmallBuffer

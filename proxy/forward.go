@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -32,6 +34,9 @@ type TransportOptions struct {
 	// Dial, if set, opens every upstream connection of NewClient instead
 	// of a TCP dial to the upstream (or the proxy); for tests.
 	Dial func(addr string) (net.Conn, error)
+	// TLS, if set, is the base TLS configuration of https upstreams (for
+	// example a test CA in RootCAs); default: the system roots.
+	TLS *tls.Config
 }
 
 func (o *TransportOptions) proxyURL() (*url.URL, error) {
@@ -116,10 +121,10 @@ func (c *Client) upstream(u *url.URL) (*upstream, error) {
 	if up := c.hosts[key]; up != nil {
 		return &upstream{hc: up.hc, scheme: up.scheme, host: up.host, base: strings.TrimSuffix(u.Path, "/"), absolute: up.absolute}, nil
 	}
-	tls := u.Scheme == "https"
+	useTLS := u.Scheme == "https"
 	addr := u.Host
 	if u.Port() == "" {
-		if tls {
+		if useTLS {
 			addr += ":443"
 		} else {
 			addr += ":80"
@@ -129,7 +134,7 @@ func (c *Client) upstream(u *url.URL) (*upstream, error) {
 	dial := c.opts.Dial
 	switch {
 	case dial != nil:
-	case c.proxy != nil && tls:
+	case c.proxy != nil && useTLS:
 		dial = fasthttpproxy.FasthttpHTTPDialerTimeout(c.proxy.String(), 5*time.Second)
 	case c.proxy != nil:
 		// A plain-http upstream is asked through the proxy in
@@ -144,18 +149,38 @@ func (c *Client) upstream(u *url.URL) (*upstream, error) {
 		dial = func(addr string) (net.Conn, error) { return fasthttp.DialTimeout(addr, 5*time.Second) }
 	}
 	up.hc = &fasthttp.HostClient{
-		Addr:  addr,
-		IsTLS: tls,
+		Addr: addr,
+		// TLS is done in Dial, below fasthttp, so that upConn sees the
+		// answer's head in plain text (see rawHead).
+		IsTLS: false,
 		Dial: func(addr string) (net.Conn, error) {
 			conn, err := dial(addr)
 			if err != nil {
 				return nil, err
 			}
+			if useTLS {
+				cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+				if c.opts.TLS != nil {
+					cfg = c.opts.TLS.Clone()
+				}
+				cfg.ServerName = u.Hostname()
+				tc := tls.Client(conn, cfg)
+				_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					conn.Close()
+					return nil, err
+				}
+				_ = tc.SetDeadline(time.Time{})
+				conn = tc
+			}
 			uc := &upConn{Conn: conn}
 			uc.addr = connAddr{Addr: conn.LocalAddr(), c: uc}
 			return uc, nil
 		},
-		MaxConns:            1024,
+		MaxConns: maxUpstreamConns,
+		// A request finding every connection busy waits this long for one,
+		// then gets 503 upstream_busy (never a breaker failure).
+		MaxConnWaitTimeout:  c.opts.Timeout,
 		MaxIdleConnDuration: 60 * time.Second,
 		// ReadTimeout bounds the answer's headers, counted from the end of
 		// the request: time the caller spends sending its body is not
@@ -175,6 +200,17 @@ func (c *Client) upstream(u *url.URL) (*upstream, error) {
 	return up, nil
 }
 
+// maxUpstreamConns bounds the connections to one upstream, and
+// maxStreamingUploads how many of them requests whose body still streams
+// from the caller may hold at once: a caller trickling many large uploads
+// can take at most a quarter of the pool, never all of it.
+const (
+	maxUpstreamConns    = 1024
+	maxStreamingUploads = maxUpstreamConns / 4
+)
+
+var errUpstreamBusy = &Error{Kind: KindUpstreamBusy, Msg: "wxproxy's connections to WeChat are all busy; retry after Retry-After seconds", RetryAfter: time.Second}
+
 // retryStale allows one retry of a GET or HEAD whose pooled connection
 // the upstream had closed before answering anything (as net/http retries
 // a request on a dead keep-alive connection). A timeout, or anything else
@@ -186,10 +222,77 @@ func retryStale(req *fasthttp.Request, attempts int, err error) (bool, bool) {
 
 // upConn is an upstream connection that can be found again from an answer
 // (Response.LocalAddr returns its connAddr), so the read deadline of the
-// errcode peek can be armed and lifted on it.
+// errcode peek can be lifted on it, and that keeps the raw head of the
+// answer being read: fasthttp keeps only the last of repeated
+// Content-Type and Content-Encoding lines, which the scrubber's decisions
+// rest on (see checkRawHead).
 type upConn struct {
 	net.Conn
 	addr connAddr
+
+	head     []byte // the raw head of the current answer, up to maxRawHead
+	headDone bool   // head holds the whole head (or maxRawHead bytes)
+	wrote    bool   // a request was written since the last read
+}
+
+const maxRawHead = 64 << 10
+
+// Write marks the start of an exchange: the next bytes read begin an
+// answer (fasthttp's HostClient never pipelines).
+func (c *upConn) Write(b []byte) (int, error) {
+	c.wrote = true
+	return c.Conn.Write(b)
+}
+
+func (c *upConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.wrote {
+		c.wrote, c.head, c.headDone = false, c.head[:0], false
+	}
+	if !c.headDone && n > 0 {
+		from := max(0, len(c.head)-3)
+		c.head = append(c.head, b[:min(n, maxRawHead-len(c.head))]...)
+		if bytes.Contains(c.head[from:], []byte("\r\n\r\n")) || len(c.head) >= maxRawHead {
+			c.headDone = true
+		}
+	}
+	return n, err
+}
+
+// checkRawHead refuses an answer whose raw head repeats Content-Type or
+// Content-Encoding, or has an empty Content-Encoding: fasthttp keeps only
+// the last such line, so the one the proxy reads may not be the one a
+// caller's client acts on (media passes unscanned; an encoding hides bytes
+// from the scrubber).
+func checkRawHead(resp *fasthttp.Response) error {
+	ca, ok := resp.LocalAddr().(*connAddr)
+	if !ok {
+		return nil
+	}
+	head := ca.c.head
+	if i := bytes.Index(head, []byte("\r\n\r\n")); i >= 0 {
+		head = head[:i]
+	}
+	ct, ce := 0, 0
+	for line := range bytes.SplitSeq(head, []byte("\n")) {
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		switch {
+		case bytes.EqualFold(bytes.TrimSpace(name), []byte("Content-Type")):
+			ct++
+		case bytes.EqualFold(bytes.TrimSpace(name), []byte("Content-Encoding")):
+			ce++
+			if len(bytes.TrimSpace(value)) == 0 {
+				ce += 2
+			}
+		}
+	}
+	if ct > 1 || ce > 1 {
+		return &Error{Kind: KindUpstream, Msg: "WeChat's answer repeats Content-Type or Content-Encoding; wxproxy cannot tell what it is"}
+	}
+	return nil
 }
 
 func (c *upConn) LocalAddr() net.Addr { return &c.addr }
@@ -227,14 +330,34 @@ func (p *Proxy) attempt(r *request) (*answer, error) {
 		}
 	}
 	req := fasthttp.AcquireRequest()
+	if !r.body.replay {
+		select {
+		case p.uploads <- struct{}{}:
+		default:
+			fasthttp.ReleaseRequest(req)
+			if done != nil {
+				done(context.Canceled)
+				app.Breaker.Settle()
+			}
+			return nil, errUpstreamBusy
+		}
+	}
 	p.buildRequest(r, req)
 	resp := fasthttp.AcquireResponse()
 	start := time.Now()
 	err := app.up.hc.Do(req, resp)
 	fasthttp.ReleaseRequest(req)
+	if !r.body.replay {
+		<-p.uploads // the body has been sent
+	}
+	if errors.Is(err, fasthttp.ErrNoFreeConns) {
+		err = errUpstreamBusy
+	}
 	var ans *answer
 	if err == nil {
-		// The peek's deadline starts with the answer's headers.
+		err = checkRawHead(resp)
+	}
+	if err == nil {
 		ans, err = p.inspect(r, resp)
 	}
 	if p.metrics != nil {
@@ -244,7 +367,7 @@ func (p *Proxy) attempt(r *request) (*answer, error) {
 		fasthttp.ReleaseResponse(resp)
 		if cf := r.callerFault(); cf != nil {
 			err = cf // the caller's body failed, not WeChat
-		} else if !errors.Is(err, errPeekTimeout) {
+		} else if !errors.Is(err, errPeekTimeout) && !errors.Is(err, errUpstreamBusy) {
 			err = upstreamError(err)
 		}
 	}
@@ -265,10 +388,10 @@ func (p *Proxy) attempt(r *request) (*answer, error) {
 	}
 	if r.hasCode && r.errcode != wechat.CodeOK {
 		if p.metrics != nil {
-			p.metrics.observeErrcode(app.Name, r.path, r.errcode)
+			p.metrics.observeErrcode(app.Name, r.api, r.errcode)
 		}
 		if app.Quotas != nil && wechat.IsQuotaError(r.errcode) {
-			if oerr := app.Quotas.Observe(context.Background(), r.path, r.errcode); oerr != nil {
+			if oerr := app.Quotas.Observe(context.Background(), r.api, r.errcode); oerr != nil {
 				p.log.Warn("quota store failed", "app", app.Name, "err", oerr)
 			}
 		}

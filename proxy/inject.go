@@ -39,7 +39,7 @@ func (p *Proxy) buildRequest(r *request, req *fasthttp.Request) {
 	}
 	u := req.URI()
 	u.DisablePathNormalizing = true
-	u.SetScheme(up.scheme)
+	u.SetScheme("http") // on the wire: TLS, if any, is below fasthttp (see Client)
 	u.SetHost(up.host)
 	path := make([]byte, 0, 64)
 	if up.absolute {

@@ -151,6 +151,7 @@ type Proxy struct {
 	upTimeout   time.Duration
 	buffers     buffers
 	misses      missThrottle
+	uploads     chan struct{} // streaming uploads in flight (maxStreamingUploads)
 	held        *held
 }
 
@@ -206,7 +207,21 @@ func New(opts Options) (*Proxy, error) {
 		p.buffers.budget = 256 << 20
 	}
 	p.misses = missThrottle{limit: maxSecretMisses, now: p.now}
+	p.uploads = make(chan struct{}, maxStreamingUploads)
 	p.held = newHeld(p.appList)
+	// Every line the proxy (and fasthttp through it) logs passes the
+	// scrubber: libraries quote header values and request targets in
+	// their errors.
+	// Given a ScrubHandler (server wraps its root logger, so the token
+	// holders' lines are scrubbed too), the proxy supplies its scrubber;
+	// otherwise it wraps its own logger.
+	if sh, ok := p.log.Handler().(*ScrubHandler); ok {
+		sh.SetScrubber(p.Scrub)
+	} else {
+		sh := NewScrubHandler(p.log.Handler())
+		sh.SetScrubber(p.Scrub)
+		p.log = slog.New(sh)
+	}
 	p.client = opts.Transport
 	if p.client == nil {
 		var err error

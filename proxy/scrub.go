@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/wxproxy/wxproxy/scrub"
 	"github.com/wxproxy/wxproxy/wechat"
@@ -163,9 +164,18 @@ type answerStream struct {
 	src   io.Reader
 	scrub *scrub.Reader // nil for media
 	err   error
+	armed bool // a write deadline is set on the caller's connection
 }
 
 func (s *answerStream) Read(b []byte) (int, error) {
+	// A progress deadline on the caller's connection: fasthttp writes what
+	// this returns, and a caller that stops reading for body_read_timeout
+	// fails that write, which closes this stream and frees the upstream
+	// connection it holds.
+	if d := s.p.bodyTimeout; d > 0 {
+		_ = s.r.ctx.Conn().SetWriteDeadline(time.Now().Add(d))
+		s.armed = true
+	}
 	n, err := s.src.Read(b)
 	if s.scrub != nil && s.scrub.Replaced() > 0 {
 		s.r.scrubbed = true
@@ -177,6 +187,9 @@ func (s *answerStream) Read(b []byte) (int, error) {
 }
 
 func (s *answerStream) Close() error {
+	if s.armed {
+		_ = s.r.ctx.Conn().SetWriteDeadline(time.Time{})
+	}
 	if s.err != nil {
 		s.r.copyErr = true
 		s.p.log.Warn("answer body copy failed", "app", s.r.app.Name, "request_id", s.r.reqID, "err", wechat.RedactError(s.err).Error())

@@ -3,6 +3,8 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -544,4 +546,26 @@ func TestLongAnswersOutliveUpstreamTimeout(t *testing.T) {
 			t.Errorf("%s: %d, %d of %d bytes, %v; want the whole answer", path, resp.StatusCode, n, 3*part+parts*part, err)
 		}
 	}
+}
+
+// An https upstream: TLS is done below fasthttp (so the raw answer head
+// can be checked), and the whole exchange still works, scrubbing included.
+func TestHTTPSUpstream(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"errcode":0,"errmsg":"ok","seen":"`+r.URL.RawQuery+`","tls":`+strconv.FormatBool(r.TLS != nil)+`}`)
+	}))
+	defer up.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(up.Certificate())
+	c, err := proxy.NewClient(proxy.TransportOptions{TLS: &tls.Config{RootCAs: pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOptions{upstream: up.URL, transport: c})
+	a := e.get(t, "/cgi-bin/user/get?x=1")
+	if a.status != 200 || !strings.Contains(string(a.body), `"tls":true`) || !strings.Contains(string(a.body), "access_token=wxp.main.") {
+		t.Errorf("through an https upstream: %d %s", a.status, a.body)
+	}
+	noSecrets(t, "https answer", string(a.body), e.liveTokens())
 }
