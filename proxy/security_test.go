@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"io"
 	"net"
 	"net/http"
@@ -568,4 +570,24 @@ func TestHTTPSUpstream(t *testing.T) {
 		t.Errorf("through an https upstream: %d %s", a.status, a.body)
 	}
 	noSecrets(t, "https answer", string(a.body), e.liveTokens())
+}
+
+// The log choke point: a credential in any message or string value, in a
+// group or an error, is replaced before the line is written.
+func TestScrubHandler(t *testing.T) {
+	var buf bytes.Buffer
+	sh := proxy.NewScrubHandler(slog.NewJSONHandler(&buf, nil))
+	log := slog.New(sh).With("pre", "x "+mainSecret)
+	log.Info("before the scrubber is set") // passes unchanged, with what With captured
+	sh.SetScrubber(func(s string) string { return strings.ReplaceAll(s, mainSecret, "***") })
+	log.Info("secret "+mainSecret, "plain", "nothing here", "err", errors.New("bad "+mainSecret),
+		slog.Group("g", "v", mainSecret), "n", 3)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines: %s", len(lines), buf.String())
+	}
+	if strings.Contains(lines[1], mainSecret) || !strings.Contains(lines[1], `"msg":"secret ***"`) ||
+		!strings.Contains(lines[1], `"err":"bad ***"`) || !strings.Contains(lines[1], `"g":{"v":"***"}`) || !strings.Contains(lines[1], `"n":3`) {
+		t.Errorf("scrubbed line: %s", lines[1])
+	}
 }
