@@ -71,6 +71,10 @@ type appState struct {
 // New builds a Server from cfg. It starts nothing and binds nothing; Run
 // does.
 func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	// Every log line of the process passes the proxy's scrubber, which
+	// knows every credential held (set once the proxy exists, before any
+	// token is fetched).
+	log = slog.New(proxy.NewScrubHandler(log.Handler()))
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry(), callers: map[string]*ratelimit.Limiter{}}
 	s.replica, _ = os.Hostname()
 	s.replica = fmt.Sprintf("%s/%d", s.replica, os.Getpid())
