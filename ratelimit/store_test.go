@@ -48,6 +48,10 @@ func TestLimitChangeTakesEffectAtOnce(t *testing.T) {
 		{"lower below what was used", Limit{PerMinute: 100, Burst: 100}, Limit{PerMinute: 20, Burst: 20}, 30, 0},
 		{"lower rate only", Limit{PerMinute: 600, Burst: 50}, Limit{PerMinute: 60, Burst: 50}, 20, 30},
 		{"daily only to per-minute", Limit{PerDay: 1000}, Limit{PerMinute: 40, PerDay: 1000}, 30, 10},
+		// 10 requests lease 1+2+4+8 permits in Redis: the 5 unused must not
+		// outlive the lowering.
+		{"lower with a lease outstanding", Limit{PerMinute: 800, Burst: 800}, Limit{PerMinute: 10, Burst: 10}, 10, 0},
+		{"raise with a lease outstanding", Limit{PerMinute: 800, Burst: 800}, Limit{PerMinute: 1000, Burst: 1000}, 10, 990},
 	}
 	eachStore(t, func(t *testing.T, newStore func() Store) {
 		for _, tt := range tests {
