@@ -217,7 +217,8 @@ var errUpstreamBusy = &Error{Kind: KindUpstreamBusy, Msg: "wxproxy's connections
 // after which WeChat may have acted, is never retried.
 func retryStale(req *fasthttp.Request, attempts int, err error) (bool, bool) {
 	stale := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed)
-	return false, stale && attempts < 2 && (req.Header.IsGet() || req.Header.IsHead())
+	// A body that streams from the caller cannot be sent twice.
+	return false, stale && attempts < 2 && (req.Header.IsGet() || req.Header.IsHead()) && !req.IsBodyStream()
 }
 
 // upConn is an upstream connection that can be found again from an answer
