@@ -26,6 +26,8 @@ type Metrics struct {
 	storeErrors  *prometheus.CounterVec
 	scrubbed     *prometheus.CounterVec
 
+	reqCache, durCache, upCache sync.Map // label set → child metric
+
 	mu    sync.RWMutex
 	apis  map[string]bool // label-worthy API paths
 	codes map[int]string  // errcode labels seen
@@ -115,13 +117,37 @@ func (m *Metrics) TokenRefreshed(app string, reason token.Reason, err error) {
 // StoreError counts one failed store operation.
 func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }
 
+// requestKey is one label set of wxproxy_requests_total; the set of them
+// is bounded (apps × label-worthy APIs × statuses × outcomes).
+type requestKey struct {
+	app, api string
+	status   int
+	outcome  string
+}
+
+// observeRequest counts a request. The children of label sets already
+// seen are cached, so the hot path skips the label hashing.
 func (m *Metrics) observeRequest(app, path string, status int, outcome string, d time.Duration) {
-	m.requests.WithLabelValues(app, m.api(path), strconv.Itoa(status), outcome).Inc()
-	m.duration.WithLabelValues(app).Observe(d.Seconds())
+	k := requestKey{app, m.api(path), status, outcome}
+	c, ok := m.reqCache.Load(k)
+	if !ok {
+		c, _ = m.reqCache.LoadOrStore(k, m.requests.WithLabelValues(app, k.api, strconv.Itoa(status), outcome))
+	}
+	c.(prometheus.Counter).Inc()
+	m.appObserver(&m.durCache, m.duration, app).Observe(d.Seconds())
 }
 
 func (m *Metrics) observeUpstream(app string, d time.Duration) {
-	m.upstream.WithLabelValues(app).Observe(d.Seconds())
+	m.appObserver(&m.upCache, m.upstream, app).Observe(d.Seconds())
+}
+
+// appObserver returns the cached child of a histogram labelled by app.
+func (m *Metrics) appObserver(cache *sync.Map, h *prometheus.HistogramVec, app string) prometheus.Observer {
+	if o, ok := cache.Load(app); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := cache.LoadOrStore(app, h.WithLabelValues(app))
+	return o.(prometheus.Observer)
 }
 
 func (m *Metrics) observeErrcode(app, path string, code int) {

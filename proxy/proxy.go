@@ -278,7 +278,10 @@ func (p *Proxy) newServer(opts Options) *fasthttp.Server {
 		// (body_read_timeout). No write timeout: it would cut long media.
 		ReadTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout: idle,
-		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			if h.ContentLength() == 0 {
+				return fasthttp.RequestConfig{} // no body: nothing to re-arm
+			}
 			// MaxRequestBodySize 1: with StreamRequestBody, fasthttp reads
 			// at most this much of a body before the handler runs and
 			// streams the rest, so every body byte goes through the
