@@ -116,24 +116,49 @@ type Store struct {
 	Redis Redis  // StoreRedis
 }
 
+// Redis deployment modes (store.redis.mode). The mode is always explicit:
+// the client is never chosen from the number of addresses.
+const (
+	RedisStandalone = "standalone" // one server (url, or one address)
+	RedisCluster    = "cluster"    // a Redis Cluster; one seed address is enough
+	RedisSentinel   = "sentinel"   // a master found through Sentinels (addrs + master_name)
+)
+
 // Redis configures the Redis store. Exactly one of URL and Addrs is set when
 // Store.Kind is StoreRedis.
 type Redis struct {
+	// Mode is RedisStandalone, RedisCluster or RedisSentinel.
+	Mode string
 	// URL is a redis:// or rediss:// URL (host, port, database, TLS) for a
-	// single server. It may hold a password; WriteRedacted hides it.
+	// single server or a Cluster seed. It may hold a password; WriteRedacted
+	// hides it.
 	URL string
-	// Addrs lists host:port seeds of a Redis Cluster, or the sentinels when
-	// MasterName is set (go-redis UniversalClient semantics).
+	// Addrs lists host:port addresses: the server (standalone), Cluster
+	// seeds, or the Sentinels.
 	Addrs      []string
-	MasterName string // Sentinel master; only with Addrs
+	MasterName string // Sentinel master; RedisSentinel only
 	// Username and Password, when non-empty, override those of URL.
-	Username  string
-	Password  string
-	DB        int    // database number; only with Addrs (with URL it is the URL's path)
-	KeyPrefix string // prefix of every Redis key; never empty
+	Username string
+	Password string
+	// SentinelUsername and SentinelPassword authenticate to the Sentinels
+	// themselves (their requirepass), RedisSentinel only.
+	SentinelUsername string
+	SentinelPassword string
+	// TLS is on with a rediss:// URL or when TLSCAFile or TLSServerName is
+	// set. TLSCAFile (PEM) replaces the system roots; TLSServerName
+	// overrides the name the certificate is checked against.
+	TLS           bool
+	TLSCAFile     string
+	TLSServerName string
+	DB            int    // database number; only with Addrs (with URL it is the URL's path)
+	KeyPrefix     string // prefix of every Redis key; never empty
 	// ReplicasHint is the expected number of replicas, used only to split
 	// shared quotas into local ones while Redis is unreachable. At least 1.
 	ReplicasHint int
+	// LockLease is the lifetime of a token's refresh lock; its holder
+	// renews it while it lives, so a dead holder blocks refreshes for at
+	// most this long.
+	LockLease time.Duration
 }
 
 // Callers configures who may use the caller port.
@@ -166,8 +191,12 @@ type App struct {
 	// RefreshBefore starts a proactive refresh when the token has less than
 	// this left. In (0, 1h].
 	RefreshBefore time.Duration
-	Quotas        Quotas
-	Breaker       Breaker
+	// TokenWait is how long a request whose token WeChat rejected waits for
+	// the refresh (here or, on Redis, on another replica) before the token
+	// error goes back to the caller. 0 = not at all.
+	TokenWait time.Duration
+	Quotas    Quotas
+	Breaker   Breaker
 }
 
 // Quotas configures an app's local rate limits. A reload applies them.

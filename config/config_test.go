@@ -75,7 +75,7 @@ func TestDefaults(t *testing.T) {
 		Admin:             Admin{Listen: "127.0.0.1:9090"},
 		Log:               Log{Format: LogFormatJSON, Level: LogLevelInfo},
 		Store: Store{Kind: StoreMemory, Path: "./wxproxy-tokens.json",
-			Redis: Redis{KeyPrefix: "wxproxy:", ReplicasHint: 1}},
+			Redis: Redis{Mode: RedisStandalone, KeyPrefix: "wxproxy:", ReplicasHint: 1, LockLease: 3 * time.Second}},
 		Callers: Callers{AllowCIDRs: []netip.Prefix{
 			netip.MustParsePrefix("127.0.0.0/8"),
 			netip.MustParsePrefix("::1/128"),
@@ -92,6 +92,7 @@ func TestDefaults(t *testing.T) {
 			TokenMode:     TokenModeStable,
 			Upstream:      "https://api.weixin.qq.com",
 			RefreshBefore: 10 * time.Minute,
+			TokenWait:     5 * time.Second,
 			Quotas: Quotas{
 				ResetTimezone:    "Asia/Shanghai",
 				Location:         shanghai,

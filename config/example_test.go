@@ -78,9 +78,11 @@ apps: [{name: main, appid: wx0123456789abcdef, secret: "s3cret"}]
 	//   kind: memory
 	//   path: ./wxproxy-tokens.json
 	//   redis:
+	//     mode: standalone
 	//     password: ""
 	//     key_prefix: 'wxproxy:'
 	//     replicas_hint: 1
+	//     lock_lease: 3s
 	// callers:
 	//   allow_cidrs: [127.0.0.0/8, '::1/128', 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]
 	// default_app: main
@@ -92,6 +94,7 @@ apps: [{name: main, appid: wx0123456789abcdef, secret: "s3cret"}]
 	//     token_mode: stable
 	//     upstream: https://api.weixin.qq.com
 	//     refresh_before: 10m
+	//     token_wait: 5s
 	//     quotas:
 	//       reset_timezone: Asia/Shanghai
 	//       token_fetch_per_day: 2000

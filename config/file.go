@@ -49,15 +49,25 @@ type (
 		Redis redisFile `yaml:"redis"`
 	}
 	redisFile struct {
-		URL          str     `yaml:"url,omitempty"`
-		Addrs        []str   `yaml:"addrs,omitempty,flow"`
-		MasterName   str     `yaml:"master_name,omitempty"`
-		Username     str     `yaml:"username,omitempty"`
-		Password     str     `yaml:"password"`
-		PasswordFile str     `yaml:"password_file,omitempty"`
-		DB           integer `yaml:"db,omitempty"`
-		KeyPrefix    str     `yaml:"key_prefix"`
-		ReplicasHint integer `yaml:"replicas_hint"`
+		Mode                 str          `yaml:"mode"`
+		URL                  str          `yaml:"url,omitempty"`
+		Addrs                []str        `yaml:"addrs,omitempty,flow"`
+		MasterName           str          `yaml:"master_name,omitempty"`
+		Username             str          `yaml:"username,omitempty"`
+		Password             str          `yaml:"password"`
+		PasswordFile         str          `yaml:"password_file,omitempty"`
+		SentinelUsername     str          `yaml:"sentinel_username,omitempty"`
+		SentinelPassword     str          `yaml:"sentinel_password,omitempty"`
+		SentinelPasswordFile str          `yaml:"sentinel_password_file,omitempty"`
+		TLS                  redisTLSFile `yaml:"tls,omitempty"`
+		DB                   integer      `yaml:"db,omitempty"`
+		KeyPrefix            str          `yaml:"key_prefix"`
+		ReplicasHint         integer      `yaml:"replicas_hint"`
+		LockLease            duration     `yaml:"lock_lease"`
+	}
+	redisTLSFile struct {
+		CAFile     str `yaml:"ca_file,omitempty"`
+		ServerName str `yaml:"server_name,omitempty"`
 	}
 	callersFile struct {
 		AllowCIDRs []str           `yaml:"allow_cidrs,flow"`
@@ -79,6 +89,7 @@ type (
 		TokenMode     str         `yaml:"token_mode,omitempty"`
 		Upstream      str         `yaml:"upstream"`
 		RefreshBefore duration    `yaml:"refresh_before"`
+		TokenWait     duration    `yaml:"token_wait"`
 		Quotas        quotasFile  `yaml:"quotas"`
 		Breaker       breakerFile `yaml:"breaker"`
 	}

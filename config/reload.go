@@ -54,6 +54,7 @@ func (c *Config) ReloadDiff(next *Config) []string {
 		diff(p+"token_mode", a.TokenMode, n.TokenMode)
 		diff(p+"upstream", a.Upstream, n.Upstream)
 		diff(p+"refresh_before", a.RefreshBefore, n.RefreshBefore)
+		diff(p+"token_wait", a.TokenWait, n.TokenWait)
 	}
 	return keys
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ const (
 	defaultWeComUpstream  = "https://qyapi.weixin.qq.com"
 	defaultResetTimezone  = "Asia/Shanghai"
 	defaultTokenFetches   = 2000
+	defaultLockLease      = 3 * time.Second
+	defaultTokenWait      = 5 * time.Second
+	maxTokenWait          = time.Minute
 	maxRefreshBefore      = time.Hour
 	allowEveryoneHint     = "use 0.0.0.0/0 and ::/0 to allow everyone"
 	reservedAppNameReason = "it is a WeChat API path root or a wxproxy route, and app names are URL path prefixes"
@@ -294,29 +298,42 @@ func checkProxyURL(s string) error {
 
 func (d *decoder) store(f *storeFile) Store {
 	fr := &f.Redis
+	const p = "store.redis"
 	s := Store{
 		Kind: d.enum("store.kind", f.Kind, StoreMemory, StoreMemory, StoreFile, StoreRedis),
 		Path: f.Path.or(defaultStorePath),
 		Redis: Redis{
-			URL:          fr.URL.v,
-			MasterName:   fr.MasterName.v,
-			Username:     fr.Username.v,
-			Password:     d.secret("store.redis", "password", fr.Password, fr.PasswordFile, false),
-			DB:           fr.DB.v,
-			KeyPrefix:    fr.KeyPrefix.or(defaultKeyPrefix),
-			ReplicasHint: fr.ReplicasHint.or(1),
+			URL:              fr.URL.v,
+			MasterName:       fr.MasterName.v,
+			Username:         fr.Username.v,
+			Password:         d.secret(p, "password", fr.Password, fr.PasswordFile, false),
+			SentinelUsername: fr.SentinelUsername.v,
+			SentinelPassword: d.secret(p, "sentinel_password", fr.SentinelPassword, fr.SentinelPasswordFile, false),
+			TLSCAFile:        fr.TLS.CAFile.v,
+			TLSServerName:    fr.TLS.ServerName.v,
+			DB:               fr.DB.v,
+			KeyPrefix:        fr.KeyPrefix.or(defaultKeyPrefix),
+			ReplicasHint:     fr.ReplicasHint.or(1),
+			LockLease:        fr.LockLease.or(defaultLockLease),
 		},
 	}
 	if s.Kind == StoreFile && s.Path == "" {
 		d.errorf("store.path", "must not be empty with kind: file%s", d.hint("store.path"))
 	}
 
-	const p = "store.redis"
 	r := &s.Redis
+	// Without mode, master_name means Sentinel (as before mode existed);
+	// anything else is a single server. A Cluster is never guessed.
+	defMode := RedisStandalone
+	if r.MasterName != "" {
+		defMode = RedisSentinel
+	}
+	r.Mode = d.enum(p+".mode", fr.Mode, defMode, RedisStandalone, RedisCluster, RedisSentinel)
 	if r.URL != "" {
 		if err := checkRedisURL(r.URL); err != nil {
 			d.errorf(p+".url", "%v", err)
 		}
+		r.TLS = strings.HasPrefix(r.URL, "rediss://")
 	}
 	for i, a := range fr.Addrs {
 		ap := index(p+".addrs", i)
@@ -337,11 +354,12 @@ func (d *decoder) store(f *storeFile) Store {
 	if r.ReplicasHint < 1 {
 		d.errorf(p+".replicas_hint", "must be >= 1")
 	}
+	if r.LockLease < time.Second || r.LockLease > time.Minute {
+		d.errorf(p+".lock_lease", "must be between 1s and 1m (it is renewed every third of it)")
+	}
 	switch {
 	case r.URL != "" && len(r.Addrs) > 0:
 		d.errorf(p+".addrs", "set either url or addrs, not both")
-	case r.URL != "" && r.MasterName != "":
-		d.errorf(p+".master_name", "only with addrs (the sentinels)")
 	case r.URL != "" && fr.DB.set:
 		d.errorf(p+".db", "only with addrs; with url the database is the URL path (redis://host:6379/DB)")
 	case s.Kind == StoreRedis && r.URL == "" && len(r.Addrs) == 0 && !d.has(p+".url") && !d.has(p+".addrs"):
@@ -353,7 +371,101 @@ func (d *decoder) store(f *storeFile) Store {
 		}
 		d.errorf(key, "must not be empty with store kind redis%s", d.hint(key))
 	}
+	d.redisMode(r)
+	d.redisTLS(r)
 	return s
+}
+
+// redisMode checks the combinations that r.Mode rules out.
+func (d *decoder) redisMode(r *Redis) {
+	const p = "store.redis"
+	sentinelOnly := func() {
+		for _, k := range []string{"master_name", "sentinel_username", "sentinel_password", "sentinel_password_file"} {
+			if d.has(p + "." + k) {
+				d.errorf(p+"."+k, "only with mode: sentinel (mode is %s)", r.Mode)
+			}
+		}
+	}
+	switch r.Mode {
+	case RedisStandalone:
+		sentinelOnly()
+		if len(r.Addrs) > 1 {
+			d.errorf(p+".addrs", "mode standalone takes one address (got %d); set mode: cluster for a Redis Cluster, or mode: sentinel with master_name", len(r.Addrs))
+		}
+	case RedisCluster:
+		sentinelOnly()
+		if r.DB != 0 {
+			d.errorf(p+".db", "must be 0 with mode: cluster (a Redis Cluster has only database 0)")
+		}
+		if db := redisURLDB(r.URL); db != 0 {
+			d.errorf(p+".url", "database must be 0 with mode: cluster (a Redis Cluster has only database 0)")
+		}
+	case RedisSentinel:
+		if d.has(p + ".url") {
+			d.errorf(p+".url", "not with mode: sentinel; list the Sentinels in addrs and name the master in master_name")
+		}
+		if r.MasterName == "" {
+			d.errorf(p+".master_name", "required with mode: sentinel%s", d.hint(p+".master_name"))
+		}
+	}
+}
+
+// redisTLS checks the tls section: it turns TLS on for addrs, and needs
+// rediss:// with a url.
+func (d *decoder) redisTLS(r *Redis) {
+	const p = "store.redis.tls"
+	if r.TLSCAFile == "" && r.TLSServerName == "" {
+		if d.has(p+".ca_file") && !d.bad[p+".ca_file"] {
+			d.errorf(p+".ca_file", "must not be empty%s", d.hint(p+".ca_file"))
+		}
+		return
+	}
+	if r.URL != "" && !r.TLS {
+		key := p + ".ca_file"
+		if r.TLSCAFile == "" {
+			key = p + ".server_name"
+		}
+		d.errorf(key, "TLS settings need a rediss:// url (the url is redis://, without TLS)")
+		return
+	}
+	r.TLS = true
+	if r.TLSCAFile != "" {
+		if _, err := LoadRedisCA(r.TLSCAFile, d.baseDir); err != nil {
+			d.errorf(p+".ca_file", "%v", err)
+		}
+	}
+}
+
+// LoadRedisCA reads the PEM CA bundle at path (relative to baseDir) into a
+// pool. Errors name the file, never its content.
+func LoadRedisCA(path, baseDir string) (*x509.CertPool, error) {
+	if !filepath.IsAbs(path) && baseDir != "" {
+		path = filepath.Join(baseDir, path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cannot read %q: %v", path, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("file %q holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// redisURLDB returns the database of a Redis URL, 0 if it names none or
+// cannot be read (checkRedisURL reports that).
+func redisURLDB(s string) int {
+	u, err := url.Parse(s)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.Trim(u.Path, "/"))
+	return n
 }
 
 // checkRedisURL validates a Redis URL without ever quoting it: it may hold a
@@ -467,6 +579,7 @@ func (d *decoder) app(p string, f *appFile, prev []App) App {
 		Kind:          d.enum(p+".kind", f.Kind, KindOfficial, KindOfficial, KindMiniProgram, KindWeCom),
 		AppID:         f.AppID.v,
 		RefreshBefore: f.RefreshBefore.or(10 * time.Minute),
+		TokenWait:     f.TokenWait.or(defaultTokenWait),
 	}
 	switch {
 	case !d.has(p + ".name"):
@@ -528,6 +641,9 @@ func (d *decoder) app(p string, f *appFile, prev []App) App {
 	}
 	if a.RefreshBefore <= 0 || a.RefreshBefore > maxRefreshBefore {
 		d.errorf(p+".refresh_before", "must be > 0 and <= 1h (tokens live 2h)")
+	}
+	if a.TokenWait < 0 || a.TokenWait > maxTokenWait {
+		d.errorf(p+".token_wait", "must be between 0 and 1m")
 	}
 	a.Quotas = d.quotas(p+".quotas", &f.Quotas)
 	a.Breaker = d.breaker(p+".breaker", &f.Breaker)
