@@ -193,7 +193,7 @@ type App struct {
 	RefreshBefore time.Duration
 	// TokenWait is how long a request whose token WeChat rejected waits for
 	// the refresh (here or, on Redis, on another replica) before the token
-	// error goes back to the caller. 0 = not at all.
+	// error goes back to the caller. In (0, 1m].
 	TokenWait time.Duration
 	Quotas    Quotas
 	Breaker   Breaker

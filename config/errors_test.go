@@ -106,7 +106,7 @@ func TestErrors(t *testing.T) {
 		{"redis lock_lease", `store: {redis: {lock_lease: 100ms}}`,
 			`store.redis.lock_lease: must be between 1s and 1m (it is renewed every third of it)`},
 		{"token_wait", "apps: [{name: a, appid: x, secret: y, token_wait: -1s}]",
-			`apps[0].token_wait: must be between 0 and 1m`},
+			`apps[0].token_wait: must be > 0 and <= 1m`},
 		{"redis key_prefix", `store: {redis: {key_prefix: ""}}`, `store.redis.key_prefix: must not be empty`},
 		{"redis replicas_hint", `store: {redis: {replicas_hint: 0}}`, `store.redis.replicas_hint: must be >= 1`},
 		{"redis password and password_file", `store: {redis: {password: a, password_file: b}}`,

@@ -642,8 +642,8 @@ func (d *decoder) app(p string, f *appFile, prev []App) App {
 	if a.RefreshBefore <= 0 || a.RefreshBefore > maxRefreshBefore {
 		d.errorf(p+".refresh_before", "must be > 0 and <= 1h (tokens live 2h)")
 	}
-	if a.TokenWait < 0 || a.TokenWait > maxTokenWait {
-		d.errorf(p+".token_wait", "must be between 0 and 1m")
+	if a.TokenWait <= 0 || a.TokenWait > maxTokenWait {
+		d.errorf(p+".token_wait", "must be > 0 and <= 1m")
 	}
 	a.Quotas = d.quotas(p+".quotas", &f.Quotas)
 	a.Breaker = d.breaker(p+".breaker", &f.Breaker)

@@ -41,7 +41,7 @@ type Options struct {
 	FetchTimeout  time.Duration // one fetch, including the store round trips; default 10s
 	MinBackoff    time.Duration // first retry after a failed fetch; default 1s
 	MaxBackoff    time.Duration // cap, and the wait after a configuration errcode; default 5m
-	LockTTL       time.Duration // shared stores: how long a refresh lock lives; default FetchTimeout + 5s
+	LockTTL       time.Duration // shared stores: how long a refresh lock lives (a LeaseLocker's is renewed); default FetchTimeout + 5s
 	SyncEvery     time.Duration // shared stores: backstop re-read of the store; default 1s
 
 	ForcedPerDay  int            // stable forced refreshes a day; default 20
@@ -56,7 +56,7 @@ type Options struct {
 	// WeChat, with its reason and outcome (nil on success).
 	OnRefresh func(reason Reason, err error)
 	// OnStoreError, if set, is called when the store fails; op is "load",
-	// "save" or "lock".
+	// "save", "lock" or "budget".
 	OnStoreError func(op string, err error)
 	// OnInstall, if set, is called with every token value that becomes
 	// current (fetched, loaded from the store or adopted from another
@@ -140,6 +140,10 @@ func New(opts Options) (*Cache, error) {
 	c := &Cache{opts: opts, kind: kind}
 	c.held.onInstall = opts.OnInstall
 	c.flight.current, c.flight.now, c.flight.timeout = c.held.load, opts.Now, opts.FetchTimeout
+	if _, shared := opts.Store.(Locker); shared {
+		// A refresh may first wait out a dead holder's lock.
+		c.flight.timeout += opts.LockTTL
+	}
 	c.backoff.min, c.backoff.max, c.backoff.rand = opts.MinBackoff, opts.MaxBackoff, opts.Rand
 	c.forced.perDay, c.forced.spacing, c.forced.loc = opts.ForcedPerDay, opts.ForcedSpacing, opts.Location
 	c.lease = newLease(opts.Store, opts.Key, opts.LockTTL, opts.SyncEvery, opts.Now, opts.Logger, opts.OnStoreError)
@@ -251,7 +255,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 	}
 
 	alone := false // the shared store is down: act without the fleet
-	adopt, release, err := c.lease.acquire(ctx, bad, c.held.load)
+	adopt, g, err := c.lease.acquire(ctx, bad, c.held.load)
 	switch {
 	case adopt != nil:
 		held, adopted := c.install(adopt, func(cur *Token) bool { return newer(adopt, cur) })
@@ -260,7 +264,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 		}
 		return held, nil
 	case err == nil:
-		defer release()
+		defer g.Release()
 	case ctx.Err() != nil:
 		return nil, err
 	default:
@@ -276,7 +280,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 
 	force := false
 	if reason == ReasonManual && c.kind.Forcible {
-		if alone || !c.forced.take(now) {
+		if alone || !c.lease.takeForced(ctx, &c.forced, now) {
 			return nil, ErrForceBudget
 		}
 		force = true
@@ -288,7 +292,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 	if c.kind.Forcible && !force && bad != "" && t.Value == bad && reason == ReasonInvalid {
 		// The normal fetch handed back the token WeChat just rejected:
 		// only a forced refresh replaces it.
-		if alone || !c.forced.take(now) {
+		if alone || !c.lease.takeForced(ctx, &c.forced, now) {
 			c.opts.Logger.Warn("token rejected but forced refresh budget exhausted", "fingerprint", Fingerprint(bad))
 			return &t, nil
 		}
@@ -297,8 +301,23 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 		}
 	}
 	c.refreshes.Add(1)
-	c.install(&t, nil)
-	c.lease.save(ctx, t)
+	if g == nil { // alone: the store is down
+		c.install(&t, nil)
+		c.lease.save(ctx, t)
+	} else if err := g.save(ctx, t); errors.Is(err, ErrLeaseLost) {
+		// Our lease ran out while we fetched (this process was paused or
+		// cut off) and another replica may have replaced the token: its
+		// token is the fleet's, ours must not overwrite it.
+		if st, ok := c.lease.load(ctx); ok && st.Valid(c.opts.Now()) && st.Value != bad {
+			held, _ := c.install(&st, nil)
+			c.opts.Logger.Warn("refresh lease lost while fetching; adopted the fleet's token instead of ours",
+				"fingerprint", Fingerprint(st.Value), "discarded", Fingerprint(t.Value))
+			return held, nil
+		}
+		c.install(&t, nil)
+	} else {
+		c.install(&t, nil)
+	}
 	c.opts.Logger.Info("token refreshed", "reason", reason, "forced", force,
 		"fingerprint", Fingerprint(t.Value), "expires_in", int(t.ExpiresAt.Sub(now).Seconds()))
 	return &t, nil

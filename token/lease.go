@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -18,6 +19,40 @@ import (
 // LockTTL must exceed.
 type Locker interface {
 	TryLock(ctx context.Context, key string, ttl time.Duration) (unlock func(), ok bool, err error)
+}
+
+// LeaseLocker is implemented by shared stores whose refresh lock is a
+// lease: TryLease takes key's lock for ttl if nobody holds it, and the
+// HeldLease it returns renews it and saves under it. A Cache that finds a
+// LeaseLocker renews its lease every ttl/3 while it fetches, so a fetch may
+// take longer than ttl, while a holder that dies (SIGKILL, partition)
+// blocks the fleet for at most ttl. Saves are fenced: a holder whose lease
+// ran out (it was paused, or cut off) cannot overwrite the token of the
+// replica that took over. A LeaseLocker is still a Locker.
+type LeaseLocker interface {
+	Locker
+	TryLease(ctx context.Context, key string, ttl time.Duration) (HeldLease, bool, error)
+}
+
+// HeldLease is a refresh lease a replica holds. Renew extends it by its ttl
+// and Save stores a token under it; both fail with ErrLeaseLost once the
+// lease is no longer this holder's. Release gives it back if it still is.
+type HeldLease interface {
+	Renew(ctx context.Context) error
+	Save(ctx context.Context, t Token) error
+	Release()
+}
+
+// ErrLeaseLost means a refresh lease ran out and another replica may hold
+// it now.
+var ErrLeaseLost = errors.New("token: refresh lease lost")
+
+// ForcedBudget is implemented by shared stores that count forced refreshes
+// for the whole fleet: TakeForced spends one of key's perDay forced
+// refreshes of day at now, or reports false if the day's budget is spent or
+// the last one was less than spacing ago.
+type ForcedBudget interface {
+	TakeForced(ctx context.Context, key, day string, perDay int, spacing time.Duration, now time.Time) (bool, error)
 }
 
 // Watcher is implemented by stores that announce tokens saved by others:
@@ -52,6 +87,8 @@ type lease struct {
 	store   Store
 	key     string
 	locker  Locker        // nil: not shared
+	leaser  LeaseLocker   // nil: the lock is not renewed
+	budget  ForcedBudget  // nil: forced refreshes are counted per process
 	watcher Watcher       // nil: no announcements
 	ttl     time.Duration // lock lifetime; outlives one refresh
 	every   time.Duration // backstop re-read of a shared store
@@ -66,6 +103,8 @@ type lease struct {
 func newLease(store Store, key string, ttl, every time.Duration, now func() time.Time, log *slog.Logger, onError func(string, error)) *lease {
 	l := &lease{store: store, key: key, ttl: ttl, every: every, now: now, log: log, onError: onError}
 	l.locker, _ = store.(Locker)
+	l.leaser, _ = store.(LeaseLocker)
+	l.budget, _ = store.(ForcedBudget)
 	l.watcher, _ = store.(Watcher)
 	return l
 }
@@ -76,26 +115,109 @@ func (l *lease) shared() bool { return l.locker != nil }
 // isDown reports whether the last store operation failed.
 func (l *lease) isDown() bool { return l.down.Load() }
 
-// acquire takes the refresh lock of a shared store; release gives it back
-// (a no-op if it expired and another replica took it). While another
-// replica holds it, acquire waits for that replica's token and returns it
-// to adopt. The holder re-reads the store before fetching: a token newer
-// than the current one and not bad is returned to adopt instead, as is the
-// current token once it is no longer bad.
+// grant is a refresh lock held (or, with a store of one process, the
+// store itself): release gives it back, save stores the fetched token under
+// it.
+type grant struct {
+	l       *lease
+	held    HeldLease // nil: a plain lock, or none
+	unlock  func()
+	stop    chan struct{} // ends the renewal; nil without one
+	lost    atomic.Bool   // the renewal found the lease taken
+	release sync.Once
+}
+
+// Release stops renewing and gives the lock back (a no-op if it expired
+// and another replica took it).
+func (g *grant) Release() {
+	g.release.Do(func() {
+		if g.stop != nil {
+			close(g.stop)
+		}
+		if g.unlock != nil {
+			g.unlock()
+		}
+	})
+}
+
+// save stores t under the lease. ErrLeaseLost means another replica took
+// the lease meanwhile and t was not stored; other store failures are
+// reported and swallowed (t is still current here).
+func (g *grant) save(ctx context.Context, t Token) error {
+	if g.held == nil {
+		g.l.save(ctx, t)
+		return nil
+	}
+	if g.lost.Load() {
+		return ErrLeaseLost
+	}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	err := g.held.Save(sctx, t)
+	switch {
+	case errors.Is(err, ErrLeaseLost):
+		return err
+	case err != nil:
+		g.l.fail("save", err)
+	default:
+		g.l.ok()
+	}
+	return nil
+}
+
+// renew extends the lease every ttl/3 until stop is closed or the lease is
+// found taken. A failed renewal is retried at the next tick: the lease
+// outlives two missed renewals.
+func (g *grant) renew(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		err := g.held.Renew(ctx)
+		cancel()
+		if errors.Is(err, ErrLeaseLost) {
+			g.lost.Store(true)
+			g.l.log.Warn("refresh lease lost while fetching; the token fetched will not replace the fleet's")
+			return
+		}
+	}
+}
+
+// acquire takes the refresh lock of a shared store; the grant's Release
+// gives it back. While another replica holds it, acquire waits for that
+// replica's token and returns it to adopt. The holder re-reads the store
+// before fetching: a token newer than the current one and not bad is
+// returned to adopt instead, as is the current token once it is no longer
+// bad. A lease (LeaseLocker) is renewed by the grant until Release.
 //
 // A store known to be down is not asked (the backstop re-probes it); then,
 // and when locking fails, the error wraps errStoreDown. An error with ctx
 // done is ctx's.
-func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) (adopt *Token, release func(), err error) {
+func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) (adopt *Token, g *grant, err error) {
 	if l.locker == nil {
-		return nil, func() {}, nil
+		return nil, &grant{l: l}, nil
 	}
 	if l.isDown() {
 		return nil, nil, errStoreDown
 	}
 	for {
 		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		unlock, ok, err := l.locker.TryLock(lctx, l.key, l.ttl)
+		g := &grant{l: l}
+		var ok bool
+		var err error
+		if l.leaser != nil {
+			g.held, ok, err = l.leaser.TryLease(lctx, l.key, l.ttl)
+			if ok {
+				g.unlock = g.held.Release
+			}
+		} else {
+			g.unlock, ok, err = l.locker.TryLock(lctx, l.key, l.ttl)
+		}
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -113,12 +235,16 @@ func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) 
 		}
 		if st != nil {
 			if ok {
-				unlock()
+				g.Release()
 			}
 			return st, nil, nil
 		}
 		if ok {
-			return nil, unlock, nil
+			if g.held != nil {
+				g.stop = make(chan struct{})
+				go g.renew(max(l.ttl/3, 10*time.Millisecond))
+			}
+			return nil, g, nil
 		}
 		t := time.NewTimer(lockPoll)
 		select {
@@ -128,6 +254,23 @@ func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) 
 		case <-t.C:
 		}
 	}
+}
+
+// takeForced spends one forced refresh: from the fleet's budget in a store
+// that keeps one (refused while that store fails), else from local.
+func (l *lease) takeForced(ctx context.Context, local *forceBudget, now time.Time) bool {
+	if l.budget == nil {
+		return local.take(now)
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	ok, err := l.budget.TakeForced(ctx, l.key, now.In(local.loc).Format(time.DateOnly), local.perDay, local.spacing, now)
+	if err != nil {
+		l.fail("budget", err)
+		return false
+	}
+	l.ok()
+	return ok
 }
 
 // newer returns the stored token if it is valid, is not bad, and is newer

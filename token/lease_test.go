@@ -111,7 +111,7 @@ func TestLeaseOneProcess(t *testing.T) {
 	if adopt != nil || release == nil || err != nil {
 		t.Fatalf("acquire = %v, release %t, %v; want granted", adopt, release != nil, err)
 	}
-	release()
+	release.Release()
 	updates, backstop, stop := l.watch(t.Context())
 	defer stop()
 	if updates != nil || backstop != nil {
@@ -149,7 +149,7 @@ func TestLeaseAcquire(t *testing.T) {
 				if adopt != nil || release == nil || !s.isLocked() {
 					t.Fatalf("acquire = %v, locked %v; want the lease", adopt, s.isLocked())
 				}
-				release()
+				release.Release()
 				if s.isLocked() {
 					t.Error("release left the lock held")
 				}
@@ -177,7 +177,7 @@ func TestLeaseWaitsForHolder(t *testing.T) {
 		l := newTestLease(t, s, nil, nil)
 		type result struct {
 			adopt   *Token
-			release func()
+			release *grant
 			err     error
 		}
 		done := make(chan result, 1)
@@ -221,7 +221,7 @@ func TestLeaseDeadHolder(t *testing.T) {
 		if d := time.Since(start); d < 5*time.Second {
 			t.Errorf("lease granted after %v, before the dead holder's lock expired", d)
 		}
-		release()
+		release.Release()
 	})
 }
 
