@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/wxproxy/wxproxy/fleet"
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
@@ -73,6 +74,10 @@ type Options struct {
 	Apps    []App
 	Replica string // this process, on breaker entries
 	Fleet   Fleet  // nil: /admin/breakers shows this replica only
+	// Replicas lists the live replicas of the fleet; nil: /admin/replicas
+	// shows this replica only (Self).
+	Replicas func(ctx context.Context) ([]fleet.Replica, error)
+	Self     fleet.Replica // this replica
 	// Token returns the bearer token in force (it may change on reload);
 	// "" refuses every POST.
 	Token    func() string
@@ -114,6 +119,7 @@ func New(o Options) http.Handler {
 	r.Get("/admin/apps", h.apps)
 	r.Get("/admin/breakers", h.breakers)
 	r.Get("/admin/quotas", h.quotas)
+	r.Get("/admin/replicas", h.replicas)
 	// Go's profiler, for finding where CPU and memory go under load: only
 	// when configured, and behind the bearer token like every admin action
 	// (a heap profile holds memory contents).
@@ -260,6 +266,26 @@ func (h *handler) breakers(w http.ResponseWriter, r *http.Request) {
 // publisher.
 func LocalBreakers(apps []App, replica string) []proxy.BreakerInfo {
 	return (&handler{o: Options{Apps: apps, Replica: replica}}).localBreakers()
+}
+
+// replicas lists the fleet's live replicas, else this one.
+func (h *handler) replicas(w http.ResponseWriter, r *http.Request) {
+	self := h.o.Self
+	if self.Replica == "" {
+		self.Replica = h.o.Replica
+	}
+	self.Seen = h.o.Now()
+	if h.o.Replicas == nil {
+		writeJSON(w, http.StatusOK, []fleet.Replica{self})
+		return
+	}
+	all, err := h.o.Replicas(r.Context())
+	if err != nil {
+		h.o.Log.Warn("fleet replica view unavailable; showing this replica only", "err", err)
+		writeJSON(w, http.StatusOK, []fleet.Replica{self})
+		return
+	}
+	writeJSON(w, http.StatusOK, all)
 }
 
 func (h *handler) quotas(w http.ResponseWriter, r *http.Request) {

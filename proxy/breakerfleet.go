@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wxproxy/wxproxy/fleet"
 )
 
 // BreakerInfo is one replica's view of one app's breaker, as the admin API
@@ -39,12 +41,12 @@ func (b *Breaker) Info(replica string) BreakerInfo {
 // BreakerFleet publishes this replica's breaker states to Redis and reads
 // every replica's, so the admin API of any replica shows the fleet.
 // Breakers stay local (no lock around an upstream call); only their state
-// is shared. Entries expire when a replica stops publishing. It is safe for
-// concurrent use.
+// is shared, in one hash-tagged registry (fleet.Registry): one slot, no
+// SCAN, the same answer from every replica of a Cluster. Entries expire
+// when a replica stops publishing. It is safe for concurrent use.
 type BreakerFleet struct {
-	rdb    redis.UniversalClient
-	prefix string
-	poke   chan struct{}
+	reg  *fleet.Registry
+	poke chan struct{}
 }
 
 const (
@@ -54,11 +56,7 @@ const (
 
 // NewBreakerFleet returns a fleet registry under prefix in rdb.
 func NewBreakerFleet(rdb redis.UniversalClient, prefix string) *BreakerFleet {
-	return &BreakerFleet{rdb: rdb, prefix: prefix, poke: make(chan struct{}, 1)}
-}
-
-func (f *BreakerFleet) key(bi BreakerInfo) string {
-	return f.prefix + "breaker:" + bi.App + ":" + bi.Replica
+	return &BreakerFleet{reg: fleet.NewRegistry(rdb, prefix, "breakers", fleetEntryTTL), poke: make(chan struct{}, 1)}
 }
 
 // Poke asks Run to publish now (a breaker changed state). It never blocks.
@@ -84,16 +82,20 @@ func (f *BreakerFleet) Run(ctx context.Context, states func() []BreakerInfo) {
 	}
 }
 
-// Publish writes infos; while Redis is down the fleet view is local only.
+// Publish writes infos, which all belong to one replica; while Redis is
+// down the fleet view is local only.
 func (f *BreakerFleet) Publish(ctx context.Context, infos []BreakerInfo) {
+	if len(infos) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	pipe := f.rdb.Pipeline()
+	entries := make(map[string][]byte, len(infos))
 	for _, bi := range infos {
 		b, _ := json.Marshal(bi)
-		pipe.Set(ctx, f.key(bi), b, fleetEntryTTL)
+		entries[bi.App] = b
 	}
-	_, _ = pipe.Exec(ctx)
+	_ = f.reg.Beat(ctx, infos[0].Replica, entries)
 }
 
 // Breakers returns every replica's published breakers, sorted by app and
@@ -101,29 +103,15 @@ func (f *BreakerFleet) Publish(ctx context.Context, infos []BreakerInfo) {
 func (f *BreakerFleet) Breakers(ctx context.Context) ([]BreakerInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	var keys []string
-	iter := f.rdb.Scan(ctx, 0, f.prefix+"breaker:*", 256).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	entries, err := f.reg.List(ctx)
+	if err != nil {
 		return nil, err
 	}
-	var out []BreakerInfo
-	if len(keys) > 0 {
-		vals, err := f.rdb.MGet(ctx, keys...).Result()
-		if err != nil {
-			return nil, err
-		}
-		for _, v := range vals {
-			s, ok := v.(string)
-			if !ok {
-				continue
-			}
-			var bi BreakerInfo
-			if json.Unmarshal([]byte(s), &bi) == nil {
-				out = append(out, bi)
-			}
+	out := make([]BreakerInfo, 0, len(entries))
+	for _, e := range entries {
+		var bi BreakerInfo
+		if json.Unmarshal(e.Value, &bi) == nil {
+			out = append(out, bi)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -84,6 +84,10 @@ type App struct {
 	Tokens   TokenSource
 	Quotas   Quotas   // nil = no local limits
 	Breaker  *Breaker // nil = no breaker
+	// TokenWait bounds how long a request whose token WeChat rejected
+	// waits for the refresh (here or on another replica) before the token
+	// error goes back to the caller; 0 = as long as the refresh takes.
+	TokenWait time.Duration
 
 	fp     atomic.Pointer[fpCache] // last logged token fingerprint
 	phKey  []byte                  // placeholder MAC key, set by New

@@ -9,8 +9,9 @@ import (
 // roundTrip is where the token retry is decided. It makes one attempt
 // (breaker, inject, forward, inspect); on 40001, 40014 or 42001 it
 // refreshes the token (compare-and-refresh: concurrent failures cause one
-// refresh) and replays the request once with the new token, if its body
-// was buffered. A second token error goes back to the caller as WeChat
+// refresh, here or, in a fleet, on another replica), waiting up to the
+// app's TokenWait for it, and replays the request once with the new
+// token, if its body was buffered. A second token error goes back to the caller as WeChat
 // sent it.
 func (p *Proxy) roundTrip(r *request) (*answer, error) {
 	ans, err := p.attempt(r)
@@ -20,7 +21,14 @@ func (p *Proxy) roundTrip(r *request) (*answer, error) {
 	if r.mode != modeInject || !r.hasCode || !wechat.IsTokenError(r.errcode) {
 		return ans, nil
 	}
-	fresh, ierr := r.app.Tokens.Invalidate(context.Background(), r.token)
+	ctx := context.Background()
+	if w := r.app.TokenWait; w > 0 {
+		// The refresh goes on without us; later callers find its token.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, w)
+		defer cancel()
+	}
+	fresh, ierr := r.app.Tokens.Invalidate(ctx, r.token)
 	if ierr != nil || fresh.Value == r.token || !r.body.replay {
 		// No better token, or a body that cannot be replayed: the refresh
 		// (if any) is done, so the caller's own retry will succeed.

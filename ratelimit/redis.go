@@ -78,7 +78,9 @@ type RedisStore struct {
 	local    *LocalStore
 	replicas int
 	onError  func(error)
-	maxLease int // the most permits one lease may hold; 1 = no leasing
+	onUp     func()      // after a success that ends a run of failures; nil: none
+	failing  atomic.Bool // the last round trip failed
+	maxLease int         // the most permits one lease may hold; 1 = no leasing
 
 	leases atomic.Pointer[map[string]*leases] // copied on write: keys are few and seldom new; at most maxLeaseKeys
 
@@ -113,6 +115,27 @@ func NewRedisStore(rdb redis.UniversalClient, prefix string, replicas int, onErr
 		replicas: max(1, replicas), onError: onError, memos: make(map[string]cachedMemo)}
 	s.leases.Store(&map[string]*leases{})
 	return s
+}
+
+// OnRecover sets f to be called once when Redis answers again after one
+// or more failures reported through onError, so that an outage can be
+// logged when it starts and when it ends. Call it before the store is used.
+func (s *RedisStore) OnRecover(f func()) *RedisStore {
+	s.onUp = f
+	return s
+}
+
+// fail reports a Redis failure.
+func (s *RedisStore) fail(err error) {
+	s.failing.Store(true)
+	s.onError(fmt.Errorf("ratelimit: redis: %w", err))
+}
+
+// up notes a Redis answer: the end of an outage, if one was running.
+func (s *RedisStore) up() {
+	if s.failing.Load() && s.failing.Swap(false) && s.onUp != nil {
+		s.onUp()
+	}
 }
 
 // base is the hash-tagged root of a key's Redis keys, so that all of them
@@ -298,11 +321,13 @@ func (s *RedisStore) lease(ctx context.Context, k *leases, key string, lim Limit
 			}
 			var d *Denied
 			if errors.As(err, &d) {
+				s.up()
 				return 0, err
 			}
-			s.onError(fmt.Errorf("ratelimit: redis: %w", err))
+			s.fail(err)
 			return s.fallback(ctx, key, lim, now, day, maxWait)
 		}
+		s.up()
 		return wait, nil
 	}
 }
@@ -388,9 +413,10 @@ func (s *RedisStore) Remember(ctx context.Context, key string, until time.Time, 
 	}
 	// The key must expire: SET with a TTL <= 0 would keep it forever.
 	if err := s.rdb.Set(ctx, s.base(key)+":memo", val, max(time.Until(until), time.Second)).Err(); err != nil {
-		s.onError(fmt.Errorf("ratelimit: redis: %w", err))
+		s.fail(err)
 		return nil // remembered locally
 	}
+	s.up()
 	return nil
 }
 
@@ -403,14 +429,16 @@ func (s *RedisStore) Remembered(ctx context.Context, key string, now time.Time) 
 		val, err := s.rdb.Get(ctx, s.base(key)+":memo").Result()
 		switch {
 		case errors.Is(err, redis.Nil):
+			s.up()
 			c = cachedMemo{read: time.Now()}
 		case err != nil:
 			if ctx.Err() != nil {
 				return time.Time{}, false, ctx.Err()
 			}
-			s.onError(fmt.Errorf("ratelimit: redis: %w", err))
+			s.fail(err)
 			return s.local.Remembered(ctx, key, now)
 		default:
+			s.up()
 			ms, flag, _ := strings.Cut(val, "|")
 			n, _ := strconv.ParseInt(ms, 10, 64)
 			c = cachedMemo{memo: memo{until: time.UnixMilli(n), daily: flag == "daily"}, read: time.Now()}

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -12,28 +14,73 @@ import (
 	"github.com/wxproxy/wxproxy/config"
 )
 
-// newRedisClient builds a go-redis UniversalClient (single server,
-// Sentinel or Cluster) that fails fast: a proxy must notice an outage in
-// about a second and carry on with its cached token.
+// newRedisClient builds the go-redis client of c.Mode — never guessed from
+// the number of addresses: a single server (*redis.Client), a Cluster
+// (*redis.ClusterClient, which discovers every node from one seed) or a
+// master behind Sentinels (a failover client). Every client fails fast: a
+// proxy must notice an outage in about a second and carry on with its
+// cached token.
 func newRedisClient(c config.Redis) (redis.UniversalClient, error) {
-	opts := &redis.UniversalOptions{Addrs: c.Addrs, MasterName: c.MasterName, DB: c.DB}
+	addrs, db, username, password := c.Addrs, c.DB, c.Username, c.Password
+	var tlsConf *tls.Config
 	if c.URL != "" {
 		o, err := redis.ParseURL(c.URL)
 		if err != nil {
 			return nil, fmt.Errorf("store.redis.url: %w", redactedURLError(err))
 		}
-		opts.Addrs, opts.DB, opts.Username, opts.Password, opts.TLSConfig = []string{o.Addr}, o.DB, o.Username, o.Password, o.TLSConfig
+		addrs, db, tlsConf = []string{o.Addr}, o.DB, o.TLSConfig
+		if username == "" {
+			username = o.Username
+		}
+		if password == "" {
+			password = o.Password
+		}
 	}
-	if c.Username != "" {
-		opts.Username = c.Username
+	if c.TLS {
+		if tlsConf == nil {
+			tlsConf = &tls.Config{}
+		}
+		tlsConf.MinVersion = tls.VersionTLS12
+		switch {
+		case c.TLSServerName != "":
+			tlsConf.ServerName = c.TLSServerName
+		case c.Mode == config.RedisCluster:
+			// Each node is checked against its own address, not the seed's.
+			tlsConf.ServerName = ""
+		}
+		if c.TLSCAFile != "" {
+			pool, err := config.LoadRedisCA(c.TLSCAFile, "")
+			if err != nil {
+				return nil, fmt.Errorf("store.redis.tls.ca_file: %w", err)
+			}
+			tlsConf.RootCAs = pool
+		}
 	}
-	if c.Password != "" {
-		opts.Password = c.Password
+	const timeout = time.Second
+	switch c.Mode {
+	case config.RedisCluster:
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: addrs, Username: username, Password: password, TLSConfig: tlsConf,
+			MaxRetries: 1, DialerRetries: 1, MaxRedirects: 3,
+			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, PoolSize: 64,
+		}), nil
+	case config.RedisSentinel:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: c.MasterName, SentinelAddrs: addrs,
+			SentinelUsername: c.SentinelUsername, SentinelPassword: c.SentinelPassword,
+			Username: username, Password: password, DB: db, TLSConfig: tlsConf,
+			MaxRetries: 1, DialerRetries: 1,
+			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, PoolSize: 64,
+		}), nil
 	}
-	opts.MaxRetries, opts.DialerRetries = 1, 1
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = time.Second, time.Second, time.Second
-	opts.PoolSize = 64
-	return redis.NewUniversalClient(opts), nil
+	if len(addrs) != 1 {
+		return nil, fmt.Errorf("store.redis: mode standalone needs exactly one address (got %d)", len(addrs))
+	}
+	return redis.NewClient(&redis.Options{
+		Addr: addrs[0], Username: username, Password: password, DB: db, TLSConfig: tlsConf,
+		MaxRetries: 1, DialerRetries: 1,
+		DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, PoolSize: 64,
+	}), nil
 }
 
 // redactedURLError keeps a Redis URL (which may hold a password) out of
@@ -52,4 +99,24 @@ type redisLog struct{ log *slog.Logger }
 
 func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// outage logs a store outage once when it starts and once when it ends,
+// however many requests fail in between. It is safe for concurrent use.
+type outage struct {
+	log        *slog.Logger
+	start, end string
+	down       atomic.Bool
+}
+
+func (o *outage) fail(err error) {
+	if !o.down.Swap(true) {
+		o.log.Warn(o.start, "err", err)
+	}
+}
+
+func (o *outage) up() {
+	if o.down.Swap(false) {
+		o.log.Info(o.end)
+	}
 }

@@ -19,7 +19,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/wxproxy/wxproxy/admin"
 	"github.com/wxproxy/wxproxy/config"
+	"github.com/wxproxy/wxproxy/fleet"
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/scrub"
@@ -49,6 +49,8 @@ type Server struct {
 
 	rdb       redis.UniversalClient // store.kind redis; nil otherwise
 	fleet     *proxy.BreakerFleet   // breaker fleet view; nil without Redis
+	replicas  *fleet.Replicas       // replica registry; nil without Redis
+	quotaDown *outage               // the quota store's outages; nil without Redis
 	adminApps []admin.App
 
 	// reloadFrom reads the configuration again; nil when there is no file
@@ -95,14 +97,16 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		redis.SetLogger(redisLog{log})
 		prefix := cfg.Store.Redis.KeyPrefix
 		store = token.NewRedisStore(rdb, prefix)
-		var quotaDown atomic.Bool
-		quotaStore = ratelimit.NewRedisStore(rdb, prefix, cfg.Store.Redis.ReplicasHint, func(err error) {
-			s.metrics.StoreError("quota")
-			if !quotaDown.Swap(true) {
-				log.Warn("quota store failed; limits fall back to limit / replicas_hint on this replica", "err", err)
-			}
-		})
+		s.quotaDown = &outage{log: log,
+			start: "quota store failed; limits fall back to limit / replicas_hint on this replica",
+			end:   "quota store reachable again; limits are shared by the fleet"}
+		quotaStore = s.newQuotaStore(rdb, cfg.Store.Redis)
 		s.fleet = proxy.NewBreakerFleet(rdb, prefix)
+		names := make([]string, 0, len(cfg.Apps))
+		for _, a := range cfg.Apps {
+			names = append(names, a.Name)
+		}
+		s.replicas = fleet.NewReplicas(rdb, prefix, fleet.Replica{Replica: s.replica, Started: time.Now().UTC(), Apps: names})
 	}
 	transport := proxy.TransportOptions{Timeout: cfg.UpstreamTimeout, Proxy: cfg.UpstreamProxy}
 	fetchTransport, err := proxy.NewTransport(transport)
@@ -134,8 +138,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			// Every token is registered for scrubbing before any caller
 			// can see it. s.proxy exists before any token is installed.
 			OnInstall: func(v string) { s.proxy.HoldToken(a.Name, v) },
-			// A shared store's refresh lock must outlive one fetch.
-			LockTTL: cfg.UpstreamTimeout + 5*time.Second,
+			// A shared store's refresh lock is a lease its holder renews.
+			LockTTL: cfg.Store.Redis.LockLease,
 		})
 		if err != nil {
 			return nil, err
@@ -148,7 +152,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		})
 		s.apps = append(s.apps, &appState{cfg: a, cache: cache, limiter: limiter, breaker: breaker})
 		papps = append(papps, &proxy.App{Name: a.Name, Kind: a.Kind, AppID: a.AppID, Secret: a.Secret, Upstream: up,
-			Tokens: cache, Quotas: limiter, Breaker: breaker})
+			Tokens: cache, Quotas: limiter, Breaker: breaker, TokenWait: a.TokenWait})
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(a.Quotas.APIs)))
 	}
 	callerClient, err := proxy.NewClient(transport)
@@ -184,12 +188,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		s.adminApps = append(s.adminApps, admin.App{Name: a.cfg.Name, Kind: a.cfg.Kind, AppID: a.cfg.AppID,
 			TokenMode: string(tokenMode(a.cfg)), Tokens: a.cache, Breaker: a.breaker, Quotas: a.limiter})
 	}
-	var fleet admin.Fleet
+	var breakers admin.Fleet
+	var replicas func(context.Context) ([]fleet.Replica, error)
+	self := fleet.Replica{Replica: s.replica, Started: time.Now().UTC()}
 	if s.fleet != nil {
-		fleet = s.fleet
+		breakers, replicas, self = s.fleet, s.replicas.List, s.replicas.Self()
 	}
 	adminHandler := admin.New(admin.Options{
-		Apps: s.adminApps, Replica: s.replica, Fleet: fleet, PProf: cfg.Admin.PProf, Gatherer: s.reg,
+		Apps: s.adminApps, Replica: s.replica, Fleet: breakers, Replicas: replicas, Self: self,
+		PProf: cfg.Admin.PProf, Gatherer: s.reg,
 		Token:  func() string { return s.config().Admin.Token },
 		Quota:  s.quotaSettings,
 		Reload: s.Reload,
@@ -233,7 +240,7 @@ func breakerSettings(b config.Breaker) proxy.BreakerSettings {
 func (s *Server) access(c config.Callers) proxy.Access {
 	quotaStore := ratelimit.Store(nil)
 	if s.rdb != nil {
-		quotaStore = ratelimit.NewRedisStore(s.rdb, s.config0().Store.Redis.KeyPrefix, s.config0().Store.Redis.ReplicasHint, func(error) { s.metrics.StoreError("quota") })
+		quotaStore = s.newQuotaStore(s.rdb, s.config0().Store.Redis)
 	}
 	a := proxy.Access{AllowCIDRs: c.AllowCIDRs}
 	for _, k := range c.Keys {
@@ -252,6 +259,15 @@ func (s *Server) access(c config.Callers) proxy.Access {
 		a.Keys = append(a.Keys, ck)
 	}
 	return a
+}
+
+// newQuotaStore returns a Redis quota store whose failures are counted and
+// whose outages are logged once when they start and once when they end.
+func (s *Server) newQuotaStore(rdb redis.UniversalClient, c config.Redis) *ratelimit.RedisStore {
+	return ratelimit.NewRedisStore(rdb, c.KeyPrefix, c.ReplicasHint, func(err error) {
+		s.metrics.StoreError("quota")
+		s.quotaDown.fail(err)
+	}).OnRecover(s.quotaDown.up)
 }
 
 // ReloadFrom sets where Reload reads the configuration again; without it
@@ -377,6 +393,7 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 		wg.Go(func() {
 			s.fleet.Run(bg, func() []proxy.BreakerInfo { return admin.LocalBreakers(s.adminApps, s.replica) })
 		})
+		wg.Go(func() { s.replicas.Run(bg) })
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- s.proxy.Serve(ls.caller) }()

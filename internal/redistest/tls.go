@@ -1,0 +1,96 @@
+package redistest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TLSServer is a redis-server that speaks only TLS, with a certificate for
+// 127.0.0.1 and ServerName, signed by a CA made for the test.
+type TLSServer struct {
+	*Server
+	CAFile     string // PEM of the CA
+	ServerName string // a DNS name in the certificate (not resolvable)
+}
+
+// TLSServerName is the DNS name in a TLSServer's certificate.
+const TLSServerName = "redis.wxproxy.test"
+
+// StartTLS starts a TLS-only redis-server (Debian's redis-server is built
+// with TLS). URL is rediss://127.0.0.1:PORT/0.
+func StartTLS(tb testing.TB) *TLSServer {
+	tb.Helper()
+	need(tb)
+	dir := tb.TempDir()
+	caPEM, certPEM, keyPEM := makeCerts(tb)
+	files := map[string][]byte{"ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	port := freePort(tb)
+	s := &Server{port: port, dir: dir, own: true, tls: &tls.Config{RootCAs: pool, ServerName: TLSServerName}}
+	s.Addr = "127.0.0.1:" + strconv.Itoa(port)
+	s.URL = "rediss://" + s.Addr + "/0"
+	s.args = []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--tls-cert-file", filepath.Join(dir, "cert.pem"), "--tls-key-file", filepath.Join(dir, "key.pem"),
+		"--tls-ca-cert-file", filepath.Join(dir, "ca.pem"), "--tls-auth-clients", "no",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"}
+	if err := s.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Stop)
+	return &TLSServer{Server: s, CAFile: filepath.Join(dir, "ca.pem"), ServerName: TLSServerName}
+}
+
+// makeCerts returns a fresh CA and a server certificate it signed, for
+// 127.0.0.1 and TLSServerName, as PEM.
+func makeCerts(tb testing.TB) (caPEM, certPEM, keyPEM []byte) {
+	tb.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now()
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "wxproxy test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: TLSServerName},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		DNSNames: []string{TLSServerName}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
