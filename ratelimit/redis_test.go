@@ -144,3 +144,44 @@ func TestRedisOutageFallsBackToSplitLimits(t *testing.T) {
 		t.Errorf("after Redis returned: %d passed, %d new errors; want ~30 and none", passed, errs.Load()-before)
 	}
 }
+
+// The end of an outage is reported once, on the first answer after it.
+func TestRedisOutageRecovery(t *testing.T) {
+	srv := redistest.Start(t)
+	var errs, ups atomic.Int64
+	store := ratelimit.NewRedisStore(srv.Client(t), t.Name()+":", 1, func(error) { errs.Add(1) }).OnRecover(func() { ups.Add(1) })
+	l := ratelimit.New(ratelimit.Settings{APIs: map[string]ratelimit.Limit{"/x": {PerMinute: 6000}}}, ratelimit.Options{Name: "main", Store: store})
+	allow := func(n int) {
+		for range n {
+			_ = l.Allow(context.Background(), "/x")
+		}
+	}
+	allow(3)
+	if errs.Load() != 0 || ups.Load() != 0 {
+		t.Fatalf("healthy store: %d errors, %d recoveries", errs.Load(), ups.Load())
+	}
+	for round := 1; round <= 2; round++ {
+		before := errs.Load()
+		srv.Stop()
+		waitFor(t, func() bool { allow(1); return errs.Load() > before })
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { allow(1); return ups.Load() == int64(round) })
+		allow(20)
+		if ups.Load() != int64(round) {
+			t.Errorf("after outage %d: %d recoveries reported, want %d", round, ups.Load(), round)
+		}
+	}
+}
+
+func waitFor(tb testing.TB, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatal("condition not met in time")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
