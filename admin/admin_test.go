@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxproxy/wxproxy/admin"
+	"github.com/wxproxy/wxproxy/fleet"
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
@@ -183,5 +184,44 @@ func TestNoTokenConfiguredRefusesActions(t *testing.T) {
 	defer srv.Close()
 	if code, body := call(t, http.MethodPost, srv.URL+"/admin/reload", "anything"); code != 403 || !strings.Contains(body, "set admin.token") {
 		t.Errorf("POST without a configured token: %d %s", code, body)
+	}
+}
+
+// GET /admin/replicas lists the fleet's replicas; without a fleet, or when
+// its view fails, this replica alone.
+func TestReplicas(t *testing.T) {
+	started := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	self := fleet.Replica{Replica: "host/1", Started: started, Apps: []string{"main"}}
+	var fail bool
+	list := func(context.Context) ([]fleet.Replica, error) {
+		if fail {
+			return nil, errors.New("redis: connection refused")
+		}
+		return []fleet.Replica{self, {Replica: "host/2", Started: started, Apps: []string{"main"}}}, nil
+	}
+	get := func(o admin.Options) []fleet.Replica {
+		t.Helper()
+		srv := httptest.NewServer(admin.New(o))
+		defer srv.Close()
+		resp, err := http.Get(srv.URL + "/admin/replicas")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out []fleet.Replica
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, err)
+		}
+		return out
+	}
+	if got := get(admin.Options{Replica: "host/1", Self: self}); len(got) != 1 || got[0].Replica != "host/1" || got[0].Seen.IsZero() {
+		t.Errorf("without a fleet: %+v, want this replica", got)
+	}
+	if got := get(admin.Options{Replica: "host/1", Self: self, Replicas: list}); len(got) != 2 || got[1].Replica != "host/2" {
+		t.Errorf("with a fleet: %+v, want both replicas", got)
+	}
+	fail = true
+	if got := get(admin.Options{Replica: "host/1", Self: self, Replicas: list}); len(got) != 1 || got[0].Replica != "host/1" {
+		t.Errorf("fleet view down: %+v, want this replica", got)
 	}
 }
