@@ -148,7 +148,7 @@ type Redis struct {
 	// set. TLSCAFile (PEM) replaces the system roots; TLSServerName
 	// overrides the name the certificate is checked against.
 	TLS           bool
-	TLSCAFile     string
+	TLSCAFile     string // absolute, or relative to the working directory
 	TLSServerName string
 	DB            int    // database number; only with Addrs (with URL it is the URL's path)
 	KeyPrefix     string // prefix of every Redis key; never empty

@@ -1,7 +1,16 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -236,6 +245,8 @@ func exampleEnv() map[string]string {
 		"WECOM_CONTACTS_SECRET": "contacts-secret-aa11",
 		"WECOM_NOTIFY_SECRET":   "notify-secret-bb22",
 		"REDIS_URL":             "redis://:redis-pw-4c2d@redis:6379/0",
+		"REDIS_PASSWORD":        "redis-pw-9e1f",
+		"SENTINEL_PASSWORD":     "sentinel-pw-2b7c",
 	}
 }
 
@@ -248,7 +259,7 @@ func TestExampleConfigs(t *testing.T) {
 		t.Fatalf("found %d example configs, want at least 3", len(files))
 	}
 	env := exampleEnv()
-	optional := map[string]bool{"WXPROXY_STATE_DIR": true} // the configs give these a default
+	optional := map[string]bool{"WXPROXY_STATE_DIR": true, "REDIS_SEED": true} // the configs give these a default
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			getenv := func(k string) string {
@@ -306,5 +317,43 @@ func TestExampleConfigContents(t *testing.T) {
 		if !reflect.DeepEqual(tt.got, tt.want) {
 			t.Errorf("%s: got %v, want %v", tt.name, tt.got, tt.want)
 		}
+	}
+}
+
+// A Sentinel deployment with passwords in files and TLS with its own CA.
+func TestRedisSentinelTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"redis-pw": []byte("srv-pw\n"), "sentinel-pw": []byte("sen-pw\n"),
+		"ca.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), "junk.pem": []byte("not a certificate")}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := `store: {kind: redis, redis: {mode: sentinel, addrs: ["s1:26379", "s2:26379"], master_name: m,
+  password_file: redis-pw, sentinel_username: sen, sentinel_password_file: sentinel-pw, tls: {ca_file: %s, server_name: redis.internal}}}
+apps: [{name: a, appid: wx1, secret: s}]`
+	c, err := Parse([]byte(fmt.Sprintf(base, "ca.pem")), nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Store.Redis
+	if r.Mode != RedisSentinel || r.Password != "srv-pw" || r.SentinelPassword != "sen-pw" || r.SentinelUsername != "sen" ||
+		!r.TLS || r.TLSServerName != "redis.internal" || r.TLSCAFile != filepath.Join(dir, "ca.pem") {
+		t.Errorf("Redis = %+v", r)
+	}
+	_, err = Parse([]byte(fmt.Sprintf(base, "junk.pem")), nil, dir)
+	if err == nil || !strings.Contains(err.Error(), `store.redis.tls.ca_file: file "`+filepath.Join(dir, "junk.pem")+`" holds no PEM certificate`) {
+		t.Errorf("a CA file without a certificate: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ func secretsInOutputOrder(c *Config) (secrets []string, urlPassword string) {
 	}
 	add(c.Admin.Token)
 	add(c.Store.Redis.Password)
+	add(c.Store.Redis.SentinelPassword)
 	for _, k := range c.Callers.Keys {
 		add(k.Key)
 	}

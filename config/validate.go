@@ -430,7 +430,10 @@ func (d *decoder) redisTLS(r *Redis) {
 	}
 	r.TLS = true
 	if r.TLSCAFile != "" {
-		if _, err := LoadRedisCA(r.TLSCAFile, d.baseDir); err != nil {
+		if !filepath.IsAbs(r.TLSCAFile) && d.baseDir != "" {
+			r.TLSCAFile = filepath.Join(d.baseDir, r.TLSCAFile) // like secret files: relative to the config
+		}
+		if _, err := LoadRedisCA(r.TLSCAFile, ""); err != nil {
 			d.errorf(p+".ca_file", "%v", err)
 		}
 	}
