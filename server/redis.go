@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -118,5 +119,17 @@ func (o *outage) fail(err error) {
 func (o *outage) up() {
 	if o.down.Swap(false) {
 		o.log.Info(o.end)
+	}
+}
+
+// checkNotCluster logs an error when a standalone client talks to a Redis
+// Cluster node: every command on another node's slots would fail with
+// MOVED, and the replica would act without its fleet.
+func checkNotCluster(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := rdb.Info(ctx, "cluster").Result()
+	if err == nil && strings.Contains(info, "cluster_enabled:1") {
+		log.Error("store.redis: the server is a Redis Cluster node but store.redis.mode is standalone; set mode: cluster (one seed address is enough)")
 	}
 }

@@ -116,3 +116,24 @@ func TestOutageLoggedOnce(t *testing.T) {
 		t.Errorf("2 outages logged %d ends:\n%s", got, buf.String())
 	}
 }
+
+// A standalone client pointed at a Cluster node says so.
+func TestStandaloneOnClusterNode(t *testing.T) {
+	c := redistest.StartCluster(t)
+	var buf bytes.Buffer
+	rdb, err := newRedisClient(redisConfig(t, fmt.Sprintf("{addrs: [%q]}", c.Seed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	checkNotCluster(context.Background(), rdb, slog.New(slog.NewTextHandler(&buf, nil)))
+	if !strings.Contains(buf.String(), "set mode: cluster") {
+		t.Errorf("no error logged for a standalone client on a Cluster node: %q", buf.String())
+	}
+	s := redistest.Start(t)
+	buf.Reset()
+	checkNotCluster(context.Background(), s.Client(t), slog.New(slog.NewTextHandler(&buf, nil)))
+	if buf.Len() != 0 {
+		t.Errorf("a plain server was taken for a Cluster node: %q", buf.String())
+	}
+}

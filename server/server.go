@@ -394,6 +394,9 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 			s.fleet.Run(bg, func() []proxy.BreakerInfo { return admin.LocalBreakers(s.adminApps, s.replica) })
 		})
 		wg.Go(func() { s.replicas.Run(bg) })
+		if s.config().Store.Redis.Mode == config.RedisStandalone {
+			wg.Go(func() { checkNotCluster(bg, s.rdb, s.log) })
+		}
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- s.proxy.Serve(ls.caller) }()

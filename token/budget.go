@@ -12,7 +12,9 @@ import (
 // forceBudget is safe for concurrent use once its fields are set; the zero
 // state has spent nothing.
 //
-// forceBudget counts in this process only; it is not fleet-wide.
+// forceBudget counts in this process only; with a store that keeps a
+// fleet-wide budget (ForcedBudget) the lease asks the store instead, with
+// these limits.
 type forceBudget struct {
 	perDay  int
 	spacing time.Duration

@@ -14,9 +14,9 @@ import (
 // holder of a key's lock may fetch, so N replicas seeing the same dead token
 // cause one fetch in all. The lock expires after ttl whatever happens to its
 // holder; unlock releases it only if it is still ours (compare-and-delete).
-// A Cache calls TryLock concurrently from its refresh flights. Locker is not
-// a lease renewer: a Cache bounds each refresh by FetchTimeout, which its
-// LockTTL must exceed.
+// A Cache calls TryLock concurrently from its refresh flights. A plain
+// Locker is not renewed: its LockTTL must then exceed FetchTimeout. A store
+// that is also a LeaseLocker gets its lease renewed instead.
 type Locker interface {
 	TryLock(ctx context.Context, key string, ttl time.Duration) (unlock func(), ok bool, err error)
 }
@@ -75,7 +75,9 @@ var errStoreDown = errors.New("token: shared store unreachable")
 
 // lease is a Cache's link to its Store, and — when the store is shared by a
 // fleet (a Locker) — the fleet's refresh lease: one replica at a time holds
-// a key's lock and fetches; the others wait for its token and adopt it.
+// a key's lock and fetches, renewing it (LeaseLocker) while it does; the
+// others wait for its token and adopt it. Forced refreshes are counted by
+// the store when it keeps a fleet budget (ForcedBudget).
 // Tokens saved by others arrive by announcement (a Watcher), with a periodic
 // re-read as a backstop. Every store failure is reported; an outage is
 // logged once when it starts and once when it ends. A lease is safe for
