@@ -312,4 +312,6 @@ func (s staticTokens) Get(context.Context) (*token.Token, error) {
 	return &token.Token{Value: s.value, ExpiresAt: time.Now().Add(time.Hour)}, nil
 }
 
-func (s staticTokens) Invalidate(context.Context, string) (*token.Token, error) { return s.Get(context.Background()) }
+func (s staticTokens) Invalidate(context.Context, string) (*token.Token, error) {
+	return s.Get(context.Background())
+}
