@@ -79,6 +79,8 @@ type (
 		TokenMode     str         `yaml:"token_mode,omitempty"`
 		Upstream      str         `yaml:"upstream"`
 		RefreshBefore duration    `yaml:"refresh_before"`
+		Tickets       []str       `yaml:"tickets,omitempty,flow"`
+		AgentID       integer     `yaml:"agent_id,omitempty"`
 		Quotas        quotasFile  `yaml:"quotas"`
 		Breaker       breakerFile `yaml:"breaker"`
 	}

@@ -68,6 +68,8 @@ func (c *Config) redacted() *file {
 			TokenMode:     nonZero(a.TokenMode),
 			Upstream:      some(a.Upstream),
 			RefreshBefore: some(a.RefreshBefore),
+			Tickets:       strs(a.Tickets),
+			AgentID:       nonZero(int(a.AgentID)),
 			Quotas: quotasFile{
 				ResetTimezone:    some(q.ResetTimezone),
 				TokenFetchPerDay: some(q.TokenFetchPerDay),

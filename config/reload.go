@@ -54,6 +54,8 @@ func (c *Config) ReloadDiff(next *Config) []string {
 		diff(p+"token_mode", a.TokenMode, n.TokenMode)
 		diff(p+"upstream", a.Upstream, n.Upstream)
 		diff(p+"refresh_before", a.RefreshBefore, n.RefreshBefore)
+		diff(p+"tickets", a.Tickets, n.Tickets)
+		diff(p+"agent_id", a.AgentID, n.AgentID)
 	}
 	return keys
 }
