@@ -187,7 +187,12 @@ type gauges struct {
 	buf *prometheus.Desc
 }
 
-func (g *gauges) Describe(ch chan<- *prometheus.Desc) { ch <- g.ttl; ch <- g.tkt; ch <- g.brk; ch <- g.buf }
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.ttl
+	ch <- g.tkt
+	ch <- g.brk
+	ch <- g.buf
+}
 
 func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(g.buf, prometheus.GaugeValue, float64(g.p.Buffered()))
