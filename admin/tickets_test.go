@@ -45,7 +45,9 @@ func newTicketFixture(t *testing.T) *ticketFixture {
 	}
 	now := time.Now()
 	tokens := &fakeTokens{status: token.Status{Token: &token.Token{Value: liveToken, ObtainedAt: now, ExpiresAt: now.Add(time.Hour)}},
-		refresh: func() (*token.Token, error) { return &token.Token{Value: liveToken, ExpiresAt: now.Add(time.Hour)}, nil }}
+		refresh: func() (*token.Token, error) {
+			return &token.Token{Value: liveToken, ExpiresAt: now.Add(time.Hour)}, nil
+		}}
 	h := admin.New(admin.Options{
 		Apps:  []admin.App{{Name: "main", Kind: "official", AppID: "wx1", TokenMode: "stable", Tokens: tokens, Tickets: f.tickets}},
 		Token: func() string { return adminToken }, Scrub: scrub,
