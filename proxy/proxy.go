@@ -11,7 +11,7 @@
 //	hygiene.go  framing and target checks, the cleaned path
 //	access.go   who may call (before anything else is decided for them)
 //	route.go    which app
-//	local.go    token endpoints answered here
+//	local.go    token, ticket and JS-SDK endpoints answered here
 //	quota.go    caller and API limits
 //	body.go     the body, buffered for replay or streamed
 //	inject.go   the upstream request: token, credentials, headers
