@@ -3,6 +3,7 @@ package token_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/wxproxy/wxproxy/internal/redistest"
@@ -314,4 +316,53 @@ func (s staticTokens) Get(context.Context) (*token.Token, error) {
 
 func (s staticTokens) Invalidate(context.Context, string) (*token.Token, error) {
 	return s.Get(context.Background())
+}
+
+// Over a day, the background refresh of a ticket asks WeChat twice per
+// 2-hour ticket: once before it expires (WeChat hands back the same one),
+// and once at its expiry, when WeChat issues the next. Every ticket held
+// is valid whenever it is read.
+func TestTicketFetchesPerDay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex // WeChat's side
+		var fetches, issued int
+		var cur string
+		var exp time.Time
+		src := token.SourceFunc(func(context.Context, bool) (token.Token, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			fetches++
+			now := time.Now()
+			if cur == "" || !now.Before(exp) {
+				issued++
+				cur, exp = fmt.Sprintf("ticket-%d", issued), now.Add(7200*time.Second)
+			}
+			// As WeChat: the full lifetime on every fetch.
+			return token.Token{Value: cur, ObtainedAt: now, ExpiresAt: now.Add(7200 * time.Second)}, nil
+		})
+		kind := token.TicketKind()
+		c, err := token.New(token.Options{App: "main", Kind: &kind, Fetcher: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go c.Run(ctx)
+		for range 24*60 - 1 {
+			time.Sleep(time.Minute)
+			synctest.Wait()
+			mu.Lock()
+			tk, wantValue, wantExp := c.Current(), cur, exp
+			mu.Unlock()
+			if tk.Value != wantValue || !tk.ExpiresAt.Equal(wantExp) {
+				t.Fatalf("at %v: held %+v, WeChat's ticket %s expires %v", time.Now(), tk, wantValue, wantExp)
+			}
+		}
+		cancel()
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if issued != 12 || fetches > 2*issued+1 {
+			t.Errorf("a day: %d fetches for %d tickets, want 12 tickets and at most 2 fetches each", fetches, issued)
+		}
+	})
 }
