@@ -14,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,9 +42,17 @@ type Quotas interface {
 	Usage(ctx context.Context) ([]ratelimit.Usage, error)
 }
 
+// Tickets is what the admin API needs of an app's ticket holder;
+// *token.Tickets implements it.
+type Tickets interface {
+	Statuses() []token.TicketStatus
+	Refresh(ctx context.Context, typ token.TicketType) (*token.Token, error)
+}
+
 var (
-	_ Tokens = (*token.Cache)(nil)
-	_ Quotas = (*ratelimit.Limiter)(nil)
+	_ Tokens  = (*token.Cache)(nil)
+	_ Quotas  = (*ratelimit.Limiter)(nil)
+	_ Tickets = (*token.Tickets)(nil)
 )
 
 // App is one app as the admin port shows it.
@@ -52,6 +61,7 @@ type App struct {
 	Tokens                       Tokens
 	Breaker                      *proxy.Breaker // nil = none
 	Quotas                       Quotas         // nil = none
+	Tickets                      Tickets        // nil = none
 }
 
 // Fleet is the shared view of every replica's breakers; *proxy.BreakerFleet
@@ -164,18 +174,19 @@ func (h *handler) requireToken(next http.Handler) http.Handler {
 	})
 }
 
-// readyz is ready when every app holds a valid token.
+// readyz is ready when every app holds a valid token and every ticket it
+// is configured to hold.
 func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 	reasons := []string{}
 	now := h.o.Now()
 	for _, a := range h.o.Apps {
-		st := a.Tokens.Status()
-		if !st.Token.Valid(now) {
-			reason := "app " + a.Name + ": no valid access_token"
-			if st.LastError != nil {
-				reason += " (last fetch: " + h.o.Scrub(st.LastError.Error()) + ")"
+		if st := a.Tokens.Status(); !st.Token.Valid(now) {
+			reasons = append(reasons, h.notReady("app "+a.Name+": no valid access_token", st))
+		}
+		for _, ts := range heldTickets(a) {
+			if !ts.Token.Valid(now) {
+				reasons = append(reasons, h.notReady("app "+a.Name+": no valid "+string(ts.Type)+" ticket", ts.Status))
 			}
-			reasons = append(reasons, reason)
 		}
 	}
 	if len(reasons) > 0 {
@@ -183,6 +194,37 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+// notReady is a readiness reason, with the scrubbed last fetch error.
+func (h *handler) notReady(reason string, st token.Status) string {
+	if st.LastError != nil {
+		reason += " (last fetch: " + h.o.Scrub(st.LastError.Error()) + ")"
+	}
+	return reason
+}
+
+// heldTickets returns the statuses of the tickets a is configured to hold.
+func heldTickets(a App) []token.TicketStatus {
+	if a.Tickets == nil {
+		return nil
+	}
+	var out []token.TicketStatus
+	for _, ts := range a.Tickets.Statuses() {
+		if ts.Held {
+			out = append(out, ts)
+		}
+	}
+	return out
+}
+
+// TicketInfo describes a ticket by type and fingerprint. Held says it is
+// configured (held from the start); other tickets are held since a caller
+// first asked for them.
+type TicketInfo struct {
+	Type string `json:"type"`
+	Held bool   `json:"held"`
+	TokenInfo
 }
 
 // TokenInfo describes a token without showing it.
@@ -212,13 +254,14 @@ func (h *handler) describe(st token.Status, now time.Time) TokenInfo {
 
 func (h *handler) apps(w http.ResponseWriter, _ *http.Request) {
 	type appInfo struct {
-		Name      string    `json:"name"`
-		Kind      string    `json:"kind"`
-		AppID     string    `json:"appid"`
-		TokenMode string    `json:"token_mode"`
-		Token     TokenInfo `json:"token"`
-		Breaker   string    `json:"breaker"`
-		Ready     bool      `json:"ready"`
+		Name      string       `json:"name"`
+		Kind      string       `json:"kind"`
+		AppID     string       `json:"appid"`
+		TokenMode string       `json:"token_mode"`
+		Token     TokenInfo    `json:"token"`
+		Tickets   []TicketInfo `json:"tickets"`
+		Breaker   string       `json:"breaker"`
+		Ready     bool         `json:"ready"`
 	}
 	now := h.o.Now()
 	out := make([]appInfo, 0, len(h.o.Apps))
@@ -228,8 +271,16 @@ func (h *handler) apps(w http.ResponseWriter, _ *http.Request) {
 		if a.Breaker != nil {
 			brk = a.Breaker.State().State
 		}
-		out = append(out, appInfo{Name: a.Name, Kind: a.Kind, AppID: a.AppID, TokenMode: a.TokenMode,
-			Token: ti, Breaker: brk, Ready: ti.Present})
+		info := appInfo{Name: a.Name, Kind: a.Kind, AppID: a.AppID, TokenMode: a.TokenMode,
+			Token: ti, Tickets: []TicketInfo{}, Breaker: brk, Ready: ti.Present}
+		if a.Tickets != nil {
+			for _, ts := range a.Tickets.Statuses() {
+				tk := TicketInfo{Type: string(ts.Type), Held: ts.Held, TokenInfo: h.describe(ts.Status, now)}
+				info.Tickets = append(info.Tickets, tk)
+				info.Ready = info.Ready && (!ts.Held || tk.Present)
+			}
+		}
+		out = append(out, info)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -315,25 +366,49 @@ func (h *handler) quotas(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// refresh refreshes an app's token, or with what=ticket:TYPE one of its
+// tickets.
 func (h *handler) refresh(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "app")
+	what := r.URL.Query().Get("what")
 	for _, a := range h.o.Apps {
 		if a.Name != name {
 			continue
 		}
-		tok, err := a.Tokens.Refresh(r.Context())
+		var tok *token.Token
+		var err error
+		switch typ, isTicket := strings.CutPrefix(what, "ticket:"); {
+		case what == "" || what == "token":
+			what = "token"
+			tok, err = a.Tokens.Refresh(r.Context())
+		case isTicket && a.Tickets != nil && slices.Contains(token.TicketTypes(a.Kind == proxy.KindWeCom), token.TicketType(typ)):
+			tok, err = a.Tickets.Refresh(r.Context(), token.TicketType(typ))
+		default:
+			writeJSON(w, http.StatusBadRequest, map[string]any{"app": name, "refreshed": false,
+				"error": "what must be token or ticket:TYPE, TYPE one of " + ticketTypes(a)})
+			return
+		}
 		switch {
 		case errors.Is(err, token.ErrForceBudget), errors.Is(err, token.ErrFetchBudget):
-			writeJSON(w, http.StatusTooManyRequests, map[string]any{"app": name, "refreshed": false, "error": h.o.Scrub(err.Error())})
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"app": name, "what": what, "refreshed": false, "error": h.o.Scrub(err.Error())})
 		case err != nil:
-			writeJSON(w, http.StatusBadGateway, map[string]any{"app": name, "refreshed": false, "error": h.o.Scrub(err.Error())})
+			writeJSON(w, http.StatusBadGateway, map[string]any{"app": name, "what": what, "refreshed": false, "error": h.o.Scrub(err.Error())})
 		default:
-			writeJSON(w, http.StatusOK, map[string]any{"app": name, "refreshed": true,
+			writeJSON(w, http.StatusOK, map[string]any{"app": name, "what": what, "refreshed": true,
 				"fingerprint": token.Fingerprint(tok.Value), "expires_at": tok.ExpiresAt})
 		}
 		return
 	}
 	writeJSON(w, http.StatusNotFound, map[string]any{"error": "no app named " + name})
+}
+
+// ticketTypes lists the ticket types of a's kind, for errors.
+func ticketTypes(a App) string {
+	var names []string
+	for _, t := range token.TicketTypes(a.Kind == proxy.KindWeCom) {
+		names = append(names, string(t))
+	}
+	return strings.Join(names, ", ")
 }
 
 func (h *handler) reload(w http.ResponseWriter, _ *http.Request) {

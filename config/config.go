@@ -37,6 +37,14 @@ const (
 	TokenModeClassic = "classic" // GET /cgi-bin/token
 )
 
+// Ticket types (SPEC §11).
+const (
+	TicketJSAPI       = "jsapi"        // official, miniprogram: the JS-SDK ticket
+	TicketWxCard      = "wx_card"      // official, miniprogram: the card api_ticket
+	TicketCorpJSAPI   = "corp_jsapi"   // wecom: the corp's JS-SDK ticket (get_jsapi_ticket)
+	TicketAgentConfig = "agent_config" // wecom: the agent's ticket (wx.agentConfig); needs agent_id
+)
+
 // Store kinds.
 const (
 	StoreMemory = "memory" // in-process; tokens are fetched again after a restart
@@ -195,8 +203,16 @@ type App struct {
 	// the refresh (here or, on Redis, on another replica) before the token
 	// error goes back to the caller. In (0, 1m].
 	TokenWait time.Duration
-	Quotas    Quotas
-	Breaker   Breaker
+	// Tickets lists the tickets held for the app from the start (SPEC §11):
+	// TicketJSAPI and TicketWxCard for WeChat apps, TicketCorpJSAPI and
+	// TicketAgentConfig for WeCom. Other tickets of the kind are held on
+	// first demand. No duplicates; nil when none are listed.
+	Tickets []string
+	// AgentID is the WeCom agent whose secret this is (wx.agentConfig's
+	// agentid); 0 = not given. Required for TicketAgentConfig.
+	AgentID int64
+	Quotas  Quotas
+	Breaker Breaker
 }
 
 // Quotas configures an app's local rate limits. A reload applies them.

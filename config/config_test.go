@@ -312,6 +312,10 @@ func TestExampleConfigContents(t *testing.T) {
 		{"wecom upstream", wecom.Apps[1].Upstream, "https://qyapi.weixin.qq.com"},
 		{"wecom: no default app", wecom.DefaultApp, ""},
 		{"wecom state dir default", wecom.Store.Path, "./wxproxy-tokens.json"},
+		{"SPEC's tickets", full.Apps[0].Tickets, []string{TicketJSAPI, TicketWxCard}},
+		{"wecom tickets", wecom.Apps[1].Tickets, []string{TicketCorpJSAPI, TicketAgentConfig}},
+		{"wecom agent_id", wecom.Apps[1].AgentID, int64(1000002)},
+		{"no tickets by default", wecom.Apps[0].Tickets, []string(nil)},
 	}
 	for _, tt := range tests {
 		if !reflect.DeepEqual(tt.got, tt.want) {

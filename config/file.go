@@ -90,6 +90,8 @@ type (
 		Upstream      str         `yaml:"upstream"`
 		RefreshBefore duration    `yaml:"refresh_before"`
 		TokenWait     duration    `yaml:"token_wait"`
+		Tickets       []str       `yaml:"tickets,omitempty,flow"`
+		AgentID       integer     `yaml:"agent_id,omitempty"`
 		Quotas        quotasFile  `yaml:"quotas"`
 		Breaker       breakerFile `yaml:"breaker"`
 	}

@@ -74,6 +74,8 @@ func (c *Config) redacted() *file {
 			Upstream:      some(a.Upstream),
 			RefreshBefore: some(a.RefreshBefore),
 			TokenWait:     some(a.TokenWait),
+			Tickets:       strs(a.Tickets),
+			AgentID:       nonZero(int(a.AgentID)),
 			Quotas: quotasFile{
 				ResetTimezone:    some(q.ResetTimezone),
 				TokenFetchPerDay: some(q.TokenFetchPerDay),

@@ -55,6 +55,8 @@ func (c *Config) ReloadDiff(next *Config) []string {
 		diff(p+"upstream", a.Upstream, n.Upstream)
 		diff(p+"refresh_before", a.RefreshBefore, n.RefreshBefore)
 		diff(p+"token_wait", a.TokenWait, n.TokenWait)
+		diff(p+"tickets", a.Tickets, n.Tickets)
+		diff(p+"agent_id", a.AgentID, n.AgentID)
 	}
 	return keys
 }

@@ -648,9 +648,41 @@ func (d *decoder) app(p string, f *appFile, prev []App) App {
 	if a.TokenWait <= 0 || a.TokenWait > maxTokenWait {
 		d.errorf(p+".token_wait", "must be > 0 and <= 1m")
 	}
+	a.Tickets, a.AgentID = d.tickets(p, f, wecom)
 	a.Quotas = d.quotas(p+".quotas", &f.Quotas)
 	a.Breaker = d.breaker(p+".breaker", &f.Breaker)
 	return a
+}
+
+// tickets checks the tickets and agent_id of the app at path p.
+func (d *decoder) tickets(p string, f *appFile, wecom bool) ([]string, int64) {
+	allowed := []string{TicketJSAPI, TicketWxCard}
+	if wecom {
+		allowed = []string{TicketCorpJSAPI, TicketAgentConfig}
+	}
+	var out []string
+	for i, t := range f.Tickets {
+		tp := index(p+".tickets", i)
+		switch {
+		case d.bad[tp]:
+		case !slices.Contains(allowed, t.v):
+			d.errorf(tp, "must be one of %s for kind %s (got %q)", strings.Join(allowed, ", "), map[bool]string{true: KindWeCom, false: "official and miniprogram"}[wecom], t.v)
+		case slices.Contains(out, t.v):
+			d.errorf(tp, "duplicate ticket %q", t.v)
+		default:
+			out = append(out, t.v)
+		}
+	}
+	agent := int64(f.AgentID.v)
+	switch {
+	case f.AgentID.set && !wecom:
+		d.errorf(p+".agent_id", "only with kind wecom")
+	case f.AgentID.set && agent <= 0:
+		d.errorf(p+".agent_id", "must be > 0 (the AgentId shown on the app's page in the WeCom admin console)")
+	case !f.AgentID.set && slices.Contains(out, TicketAgentConfig):
+		d.errorf(p+".agent_id", "required with ticket agent_config (the agentid wx.agentConfig is called with)")
+	}
+	return out, agent
 }
 
 // checkAppName returns what is wrong with an app name, or "".

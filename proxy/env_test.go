@@ -33,6 +33,7 @@ const (
 	corpID     = "ww3333333333333333"
 	agentA     = "agent-a-secret-0123456789"
 	agentB     = "agent-b-secret-0123456789"
+	agentBID   = 1000002 // corp-b's agent_id
 )
 
 // env is a proxy in front of an in-process simulator, both over real HTTP.
@@ -41,6 +42,7 @@ type env struct {
 	simURL  string
 	url     string // the proxy
 	caches  map[string]*token.Cache
+	tickets map[string]*token.Tickets // every app's, all held on demand
 	logs    *syncBuffer
 	proxy   *proxy.Proxy
 	limiter *ratelimit.Limiter
@@ -100,7 +102,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	case "-":
 		o.defaultApp = ""
 	}
-	e := &env{sim: sim, simURL: simSrv.URL, caches: map[string]*token.Cache{}, logs: &syncBuffer{}}
+	e := &env{sim: sim, simURL: simSrv.URL, caches: map[string]*token.Cache{}, tickets: map[string]*token.Tickets{}, logs: &syncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var reg prometheus.Registerer
 	if o.registry != nil {
@@ -133,7 +135,24 @@ func newEnv(tb testing.TB, o envOptions) *env {
 			tb.Fatal(err)
 		}
 		e.caches[s.name] = c
-		app := &proxy.App{Name: s.name, Kind: s.kind, AppID: s.appid, Secret: s.secret, Upstream: up, Tokens: c}
+		kind := token.TicketKind()
+		tickets, err := token.NewTickets(token.TicketTypes(s.kind == proxy.KindWeCom), nil, func(typ token.TicketType) (*token.Cache, error) {
+			return token.New(token.Options{App: name, Kind: &kind, Logger: logger,
+				Fetcher: &token.TicketSource{Type: typ, Upstream: simSrv.URL, Tokens: c, Client: client},
+				OnRefresh: func(r token.Reason, err error) {
+					if e.metrics != nil {
+						e.metrics.TicketRefreshed(name, typ, r, err)
+					}
+				}})
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		e.tickets[s.name] = tickets
+		app := &proxy.App{Name: s.name, Kind: s.kind, AppID: s.appid, Secret: s.secret, Upstream: up, Tokens: c, Tickets: tickets}
+		if s.name == "corp-b" {
+			app.AgentID = agentBID
+		}
 		if s.name == "main" {
 			if o.quotas != nil {
 				e.limiter = ratelimit.New(*o.quotas, ratelimit.Options{Name: "main"})

@@ -100,3 +100,36 @@ func FuzzInjectToken(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckPageURL checks the url of /wxproxy/jssdk/config: whatever a
+// caller sends, an accepted URL is an absolute http(s) URL of at most
+// maxPageURL bytes with a host, without a fragment, spaces or control
+// characters, and is the caller's text up to its first '#'.
+func FuzzCheckPageURL(f *testing.F) {
+	for _, s := range []string{
+		"http://mp.weixin.qq.com?params=value", "https://a.example/x?y=1#/z", "http://", "javascript:alert(1)",
+		"HTTP://a/", "http://u:p@a/", "//a/b", "/a", "http://a b/", "http://[::1]:80/x", "https://a/%zz", "http:/a",
+		"https://a/\x00", "ftp://a/", "http://a#", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		page, err := checkPageURL(raw)
+		if err != nil {
+			return
+		}
+		if len(raw) > maxPageURL || page == "" || strings.Contains(page, "#") || !strings.HasPrefix(raw, page) {
+			t.Fatalf("checkPageURL(%q) = %q", raw, page)
+		}
+		if len(raw) > len(page) && raw[len(page)] != '#' {
+			t.Fatalf("checkPageURL(%q) = %q: not cut at the fragment", raw, page)
+		}
+		if strings.ContainsFunc(page, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+			t.Fatalf("checkPageURL(%q) accepted a space or control character", raw)
+		}
+		u, err := url.Parse(page)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			t.Fatalf("checkPageURL(%q) accepted %q", raw, page)
+		}
+	})
+}

@@ -20,6 +20,7 @@ type Metrics struct {
 	duration     *prometheus.HistogramVec
 	upstream     *prometheus.HistogramVec
 	refreshes    *prometheus.CounterVec
+	tickets      *prometheus.CounterVec
 	retries      *prometheus.CounterVec
 	rejections   *prometheus.CounterVec
 	wechatErrors *prometheus.CounterVec
@@ -47,6 +48,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time of one round trip to WeChat, to the answer's headers.", Buckets: buckets}, []string{"app"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_token_refreshes_total",
 			Help: "Token fetches by reason (startup, proactive, invalid, manual) and result (ok, error)."}, []string{"app", "reason", "result"}),
+		tickets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_ticket_refreshes_total",
+			Help: "Ticket fetches by type, reason (startup, proactive, invalid, manual) and result (ok, error)."}, []string{"app", "type", "reason", "result"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_token_retries_total",
 			Help: "Requests replayed after WeChat rejected the token, by the rejecting errcode."}, []string{"app", "errcode"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_ratelimit_rejections_total",
@@ -60,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		apis:  make(map[string]bool),
 		codes: make(map[int]string),
 	}
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.refreshes, m.retries, m.rejections, m.wechatErrors, m.storeErrors, m.scrubbed)
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.refreshes, m.tickets, m.retries, m.rejections, m.wechatErrors, m.storeErrors, m.scrubbed)
 	for _, api := range wechat.WellKnownAPIs {
 		m.apis[api] = true
 	}
@@ -114,6 +117,16 @@ func (m *Metrics) TokenRefreshed(app string, reason token.Reason, err error) {
 	m.refreshes.WithLabelValues(app, string(reason), result).Inc()
 }
 
+// TicketRefreshed counts one ticket fetch; wire it to the ticket Cache's
+// token.Options.OnRefresh. Types are the few of token.TicketTypes.
+func (m *Metrics) TicketRefreshed(app string, typ token.TicketType, reason token.Reason, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.tickets.WithLabelValues(app, string(typ), string(reason), result).Inc()
+}
+
 // StoreError counts one failed store operation.
 func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }
 
@@ -164,16 +177,22 @@ func (m *Metrics) observeRejection(app, path, scope string) {
 	m.rejections.WithLabelValues(app, m.api(path), scope).Inc()
 }
 
-// gauges reports token TTL and breaker state at scrape time, so both are
-// exact whenever they are read.
+// gauges reports token and ticket TTLs and breaker state at scrape time,
+// so they are exact whenever they are read.
 type gauges struct {
 	p   *Proxy
 	ttl *prometheus.Desc
+	tkt *prometheus.Desc
 	brk *prometheus.Desc
 	buf *prometheus.Desc
 }
 
-func (g *gauges) Describe(ch chan<- *prometheus.Desc) { ch <- g.ttl; ch <- g.brk; ch <- g.buf }
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.ttl
+	ch <- g.tkt
+	ch <- g.brk
+	ch <- g.buf
+}
 
 func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(g.buf, prometheus.GaugeValue, float64(g.p.Buffered()))
@@ -184,6 +203,15 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 			ttl = t.ExpiresAt.Sub(now).Seconds()
 		}
 		ch <- prometheus.MustNewConstMetric(g.ttl, prometheus.GaugeValue, ttl, a.Name)
+		if a.Tickets != nil {
+			for _, st := range a.Tickets.Statuses() {
+				ttl := 0.0
+				if t := st.Token; t.Valid(now) {
+					ttl = t.ExpiresAt.Sub(now).Seconds()
+				}
+				ch <- prometheus.MustNewConstMetric(g.tkt, prometheus.GaugeValue, ttl, a.Name, string(st.Type))
+			}
+		}
 		if a.Breaker != nil {
 			ch <- prometheus.MustNewConstMetric(g.brk, prometheus.GaugeValue, StateValue(a.Breaker.cb.Load().State()), a.Name)
 		}

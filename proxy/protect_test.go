@@ -428,6 +428,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	e.sim.Invalidate(mainAppID)
 	e.get(t, "/cgi-bin/y")
 	e.metrics.StoreError("token_save") // the memory store never fails
+	e.get(t, "/cgi-bin/ticket/getticket?type=jsapi")
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

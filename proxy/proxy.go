@@ -11,7 +11,7 @@
 //	hygiene.go  framing and target checks, the cleaned path
 //	access.go   who may call (before anything else is decided for them)
 //	route.go    which app
-//	local.go    token endpoints answered here
+//	local.go    token, ticket and JS-SDK endpoints answered here
 //	quota.go    caller and API limits
 //	body.go     the body, buffered for replay or streamed
 //	inject.go   the upstream request: token, credentials, headers
@@ -65,6 +65,16 @@ type TokenSource interface {
 
 var _ TokenSource = (*token.Cache)(nil)
 
+// Tickets is what the proxy needs of an app's ticket holder;
+// *token.Tickets implements it. Get returns an error wrapping
+// token.ErrUnknownTicketType for a type the app's kind does not have.
+type Tickets interface {
+	Get(ctx context.Context, typ token.TicketType) (*token.Token, error)
+	Statuses() []token.TicketStatus
+}
+
+var _ Tickets = (*token.Tickets)(nil)
+
 // Quotas is what the proxy needs of a rate limiter; *ratelimit.Limiter
 // implements it. Allow returns a *ratelimit.Denied to refuse.
 type Quotas interface {
@@ -88,6 +98,8 @@ type App struct {
 	// waits for the refresh (here or on another replica) before the token
 	// error goes back to the caller; 0 = as long as the refresh takes.
 	TokenWait time.Duration
+	Tickets   Tickets // nil = no tickets (ticket requests are refused)
+	AgentID   int64   // WeCom: the agent of Secret, for wx.agentConfig; 0 = unknown
 
 	fp     atomic.Pointer[fpCache] // last logged token fingerprint
 	phKey  []byte                  // placeholder MAC key, set by New
@@ -246,6 +258,7 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Registry != nil {
 		g := &gauges{p: p,
 			ttl: prometheus.NewDesc("wxproxy_token_ttl_seconds", "Seconds the current token has left (0 = none).", []string{"app"}, nil),
+			tkt: prometheus.NewDesc("wxproxy_ticket_ttl_seconds", "Seconds each held ticket has left (0 = none).", []string{"app", "type"}, nil),
 			brk: prometheus.NewDesc("wxproxy_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", []string{"app"}, nil),
 			buf: prometheus.NewDesc("wxproxy_buffered_body_bytes", "Bytes of request bodies held for replay right now (bounded by max_buffered_bytes).", nil, nil),
 		}
@@ -337,7 +350,7 @@ type request struct {
 	retried bool
 	errcode int
 	hasCode bool
-	local   bool // answered by wxproxy itself (token endpoints)
+	local   bool // answered by wxproxy itself (token, ticket and JS-SDK endpoints)
 
 	body     body   // the caller's body as it is forwarded
 	err      *Error // the wxproxy error answered, if any
@@ -407,6 +420,12 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 	switch kind := classifyPath(r.api); kind {
 	case pathToken, pathStableToken, pathGetToken:
 		return false, p.answerToken(r, app, kind, key) // local
+	case pathTicket:
+		return false, p.answerTicket(r, app, key) // local
+	case pathJSSDKConfig:
+		return false, p.answerJSSDKConfig(r, app, key) // local
+	case pathReserved:
+		return false, &Error{Kind: KindBadRequest, Msg: "/wxproxy/ is reserved for wxproxy's own endpoints (GET /wxproxy/jssdk/config)"}
 	case pathBlocked:
 		return false, &Error{Kind: KindBlockedPath, Msg: "quota-clearing calls are refused; use the admin API"}
 	case pathCredentials:

@@ -61,6 +61,9 @@ const (
 	pathBlocked                     // quota clearing: refused
 	pathCredentials                 // appid+secret set by the proxy, no token
 	pathSNS                         // a user's OAuth token: untouched
+	pathTicket                      // JS-SDK, card and agent tickets: answered locally
+	pathJSSDKConfig                 // GET /wxproxy/jssdk/config: answered locally
+	pathReserved                    // anything else under /wxproxy/: refused
 )
 
 // classifyPath classifies an API key (see apiKey: lower-case, no trailing
@@ -78,9 +81,16 @@ func classifyPath(api string) pathKind {
 		return pathBlocked
 	case "/sns/jscode2session", "/sns/oauth2/access_token":
 		return pathCredentials
+	case "/cgi-bin/ticket/getticket", "/cgi-bin/get_jsapi_ticket", "/cgi-bin/ticket/get":
+		return pathTicket
+	case "/wxproxy/jssdk/config":
+		return pathJSSDKConfig
 	}
 	if strings.HasPrefix(api, "/sns/") {
 		return pathSNS
+	}
+	if api == "/wxproxy" || strings.HasPrefix(api, "/wxproxy/") {
+		return pathReserved
 	}
 	return pathAPI
 }

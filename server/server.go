@@ -66,6 +66,7 @@ type Server struct {
 type appState struct {
 	cfg     config.App
 	cache   *token.Cache
+	tickets *token.Tickets
 	limiter *ratelimit.Limiter
 	breaker *proxy.Breaker
 }
@@ -144,15 +145,19 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		tickets, err := s.newTickets(a, cache, store, fetchClient)
+		if err != nil {
+			return nil, err
+		}
 		breaker := proxy.NewBreaker(a.Name, breakerSettings(a.Breaker), func(app string, to gobreaker.State) {
 			log.Warn("circuit breaker changed state", "app", app, "state", to.String())
 			if s.fleet != nil {
 				s.fleet.Poke()
 			}
 		})
-		s.apps = append(s.apps, &appState{cfg: a, cache: cache, limiter: limiter, breaker: breaker})
+		s.apps = append(s.apps, &appState{cfg: a, cache: cache, tickets: tickets, limiter: limiter, breaker: breaker})
 		papps = append(papps, &proxy.App{Name: a.Name, Kind: a.Kind, AppID: a.AppID, Secret: a.Secret, Upstream: up,
-			Tokens: cache, Quotas: limiter, Breaker: breaker, TokenWait: a.TokenWait})
+			Tokens: cache, Quotas: limiter, Breaker: breaker, TokenWait: a.TokenWait, Tickets: tickets, AgentID: a.AgentID})
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(a.Quotas.APIs)))
 	}
 	callerClient, err := proxy.NewClient(transport)
@@ -186,7 +191,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	for _, a := range s.apps {
 		s.adminApps = append(s.adminApps, admin.App{Name: a.cfg.Name, Kind: a.cfg.Kind, AppID: a.cfg.AppID,
-			TokenMode: string(tokenMode(a.cfg)), Tokens: a.cache, Breaker: a.breaker, Quotas: a.limiter})
+			TokenMode: string(tokenMode(a.cfg)), Tokens: a.cache, Breaker: a.breaker, Quotas: a.limiter, Tickets: a.tickets})
 	}
 	var breakers admin.Fleet
 	var replicas func(context.Context) ([]fleet.Replica, error)
@@ -210,6 +215,49 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// newTickets builds the tickets of app a (SPEC §11): those configured are
+// held from the start, any other of its kind from the first request for
+// it. Each is fetched with the app's token from the app's upstream, shared
+// through the store like the token (fleet-wide single fetch, reused after a
+// restart), and never registered for scrubbing: tickets are not secrets,
+// pages need them.
+func (s *Server) newTickets(a config.App, tokens *token.Cache, store token.Store, client *http.Client) (*token.Tickets, error) {
+	cfg := s.config0()
+	held := make([]token.TicketType, len(a.Tickets))
+	for i, t := range a.Tickets {
+		held[i] = token.TicketType(t)
+	}
+	// A ticket fetch may wait for a token refresh first, then fetch twice.
+	timeout := 3 * cfg.UpstreamTimeout
+	return token.NewTickets(token.TicketTypes(a.Kind == config.KindWeCom), held, func(typ token.TicketType) (*token.Cache, error) {
+		kind := token.TicketKind()
+		return token.New(token.Options{
+			App:           a.Name,
+			Kind:          &kind,
+			Fetcher:       &token.TicketSource{Type: typ, Upstream: a.Upstream, Tokens: tokens, Client: client},
+			Store:         store,
+			Key:           ticketKey(typ, a),
+			RefreshBefore: a.RefreshBefore,
+			FetchTimeout:  timeout,
+			LockTTL:       timeout + 5*time.Second,
+			Location:      a.Quotas.Location,
+			Logger:        s.log.With("ticket", string(typ)),
+			OnRefresh:     func(r token.Reason, err error) { s.metrics.TicketRefreshed(a.Name, typ, r, err) },
+			OnStoreError:  func(op string, _ error) { s.metrics.StoreError("ticket_" + op) },
+		})
+	})
+}
+
+// ticketKey names a ticket in the store by what it belongs to: a WeChat
+// app's by its appid, a WeCom agent's (corp ticket included: it is
+// fetched with that agent's token) by corpid and secret, as its token.
+func ticketKey(typ token.TicketType, a config.App) string {
+	if a.Kind == config.KindWeCom {
+		return "ticket:" + string(typ) + ":" + storeKey(token.WeCom, a)
+	}
+	return "ticket:" + string(typ) + ":" + a.AppID
 }
 
 func quotaSettings(q config.Quotas) ratelimit.Settings {
@@ -388,6 +436,7 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	var wg sync.WaitGroup
 	for _, a := range s.apps {
 		wg.Go(func() { a.cache.Run(bg) })
+		wg.Go(func() { a.tickets.Run(bg) })
 	}
 	if s.fleet != nil {
 		wg.Go(func() {

@@ -300,6 +300,9 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 			return nil, err
 		}
 	}
+	if c.kind.FixedLifetime {
+		t = keepExpiry(t, c.held.load(), now)
+	}
 	c.refreshes.Add(1)
 	if g == nil { // alone: the store is down
 		c.install(&t, nil)
@@ -369,4 +372,15 @@ func (c *Cache) install(t *Token, ok func(cur *Token) bool) (*Token, bool) {
 		c.backoff.reset()
 		c.alarm.set(c.next(prev, t, now))
 	})
+}
+
+// keepExpiry returns t with the expiry of cur when both are the same
+// credential and cur's expiry is the earlier one still ahead: a Source of a
+// FixedLifetime kind reports the full lifetime on every fetch, so only the
+// first sighting tells when it ends.
+func keepExpiry(t Token, cur *Token, now time.Time) Token {
+	if cur != nil && cur.Value == t.Value && cur.ExpiresAt.After(now) && cur.ExpiresAt.Before(t.ExpiresAt) {
+		t.ObtainedAt, t.ExpiresAt = cur.ObtainedAt, cur.ExpiresAt
+	}
+	return t
 }

@@ -38,26 +38,38 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, force bool) (Token, error) {
 	if err != nil {
 		return Token{}, fmt.Errorf("token: build %s request: %w", f.Mode, err)
 	}
-	// A redirect would re-send the secret wherever it points: never follow
-	// one, whatever client was given; a 3xx is a failed fetch.
+	body, err := send(f.Client, req, string(f.Mode)+" token")
+	if err != nil {
+		return Token{}, err
+	}
+	return parseAnswer(body, f.now())
+}
+
+// send makes one request to a WeChat endpoint with client (nil: a zero
+// http.Client) and returns the answer's body, at most maxTokenAnswer bytes.
+// A redirect would re-send the credential in the request wherever it
+// points: none is followed, whatever client was given; a 3xx, like any
+// status but 200, is a failed fetch. Errors name what was fetched and never
+// the URL's credentials.
+func send(c *http.Client, req *http.Request, what string) ([]byte, error) {
 	var client http.Client
-	if f.Client != nil {
-		client = *f.Client
+	if c != nil {
+		client = *c
 	}
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
-		return Token{}, fmt.Errorf("token: fetch %s token: %w", f.Mode, wechat.RedactError(err))
+		return nil, fmt.Errorf("token: fetch %s: %w", what, wechat.RedactError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswer))
 	if err != nil {
-		return Token{}, fmt.Errorf("token: read %s answer: %w", f.Mode, wechat.RedactError(err))
+		return nil, fmt.Errorf("token: read %s answer: %w", what, wechat.RedactError(err))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return Token{}, fmt.Errorf("token: fetch %s token: upstream HTTP %d", f.Mode, resp.StatusCode)
+		return nil, fmt.Errorf("token: fetch %s: upstream HTTP %d", what, resp.StatusCode)
 	}
-	return parseAnswer(body, f.now())
+	return body, nil
 }
 
 func (f *HTTPFetcher) now() time.Time {
@@ -99,12 +111,8 @@ func (f *HTTPFetcher) request(ctx context.Context, force bool) (*http.Request, e
 // parseAnswer turns a token endpoint's answer into a Token. errcode may be
 // absent (classic success), 0 (WeCom success), a number or a quoted number.
 func parseAnswer(body []byte, now time.Time) (Token, error) {
-	if code, ok := wechat.ScanErrcode(body); ok && code != wechat.CodeOK {
-		var r struct {
-			ErrMsg string `json:"errmsg"`
-		}
-		_ = json.Unmarshal(body, &r) // errmsg is best effort; the code is what matters
-		return Token{}, fmt.Errorf("token: %w", &wechat.APIError{Code: code, Msg: r.ErrMsg})
+	if err := answerError(body); err != nil {
+		return Token{}, err
 	}
 	var r struct {
 		AccessToken string `json:"access_token"`
@@ -117,4 +125,18 @@ func parseAnswer(body []byte, now time.Time) (Token, error) {
 		return Token{}, fmt.Errorf("token: answer has no access_token or expires_in")
 	}
 	return Token{Value: r.AccessToken, ObtainedAt: now, ExpiresAt: now.Add(time.Duration(r.ExpiresIn) * time.Second)}, nil
+}
+
+// answerError returns the *wechat.APIError of an answer whose errcode is
+// present and not 0 (wrapped), or nil.
+func answerError(body []byte) error {
+	code, ok := wechat.ScanErrcode(body)
+	if !ok || code == wechat.CodeOK {
+		return nil
+	}
+	var r struct {
+		ErrMsg string `json:"errmsg"`
+	}
+	_ = json.Unmarshal(body, &r) // errmsg is best effort; the code is what matters
+	return fmt.Errorf("token: %w", &wechat.APIError{Code: code, Msg: r.ErrMsg})
 }

@@ -83,6 +83,11 @@ func (c *Cache) wait() time.Duration {
 // next is when the proactive refresh is due after t replaced prev at now.
 func (c *Cache) next(prev, t *Token, now time.Time) time.Time {
 	if prev != nil && prev.Value == t.Value {
+		if c.kind.FixedLifetime {
+			// WeChat hands back the same ticket until it expires: the
+			// next one exists only then, so ask once, at its expiry.
+			return t.ExpiresAt
+		}
 		// The Source handed back the same token (stable normal mode,
 		// WeCom): ask again halfway to its expiry, when it will have
 		// rotated.

@@ -57,6 +57,11 @@ type Kind struct {
 	// Unmetered says fetches are not counted by Options.Budget (stable
 	// fetches are budgeted by ForcedPerDay instead).
 	Unmetered bool
+	// FixedLifetime says a fetch reports the credential's full lifetime
+	// even when it hands back the one already held (WeChat's tickets:
+	// expires_in is 7200 on every fetch, not what is left): for the same
+	// value the held, earlier expiry is kept.
+	FixedLifetime bool
 	// Rotation is how long before expiry a fetch starts returning a new
 	// credential; a proactive refresh earlier than that would get the same
 	// one back (stable_token: 5 minutes). Zero means at any time; negative

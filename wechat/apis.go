@@ -13,6 +13,7 @@ var WellKnownAPIs = []string{
 	"/cgi-bin/media/get", "/cgi-bin/media/upload", "/cgi-bin/media/uploadimg",
 	"/cgi-bin/material/add_material", "/cgi-bin/material/get_material",
 	"/cgi-bin/menu/create", "/cgi-bin/menu/get", "/cgi-bin/qrcode/create", "/cgi-bin/ticket/getticket",
+	"/cgi-bin/get_jsapi_ticket", "/cgi-bin/ticket/get", "/wxproxy/jssdk/config",
 	"/cgi-bin/get_api_domain_ip", "/cgi-bin/getcallbackip", "/cgi-bin/openapi/quota/get",
 	"/cgi-bin/tags/get", "/cgi-bin/department/list", "/cgi-bin/appchat/send",
 	"/cgi-bin/externalcontact/list", "/cgi-bin/externalcontact/get",

@@ -162,36 +162,6 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-type ticketAnswer struct {
-	wechat.Response
-	Ticket    string `json:"ticket"`
-	ExpiresIn int64  `json:"expires_in"`
-}
-
-// ticket answers GET /cgi-bin/ticket/getticket: one ticket per app and type,
-// the same while it is valid.
-func (s *Server) ticket(st *state, w *call, r *http.Request, q url.Values, tok *record, now time.Time) {
-	typ := q.Get("type")
-	if typ == "" {
-		typ = "jsapi"
-	}
-	a := tok.app
-	if typ != "jsapi" && typ != "wx_card" {
-		st.fail(w, styleOf(a), wechat.CodeInvalidArgs)
-		return
-	}
-	ns := now.UnixNano()
-	a.mu.Lock()
-	t := a.tickets[typ]
-	if t == nil || t.expires-ns < int64(time.Second) {
-		t = &ticket{value: randomString(64), expires: ns + int64(s.ttl)}
-		a.tickets[typ] = t
-	}
-	value, left := t.value, (t.expires-ns)/int64(time.Second)
-	a.mu.Unlock()
-	writeJSON(w, http.StatusOK, ticketAnswer{Response: wechat.Response{ErrMsg: "ok"}, Ticket: value, ExpiresIn: left})
-}
-
 type quotaAnswer struct {
 	wechat.Response
 	Quota struct {

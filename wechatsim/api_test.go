@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -86,47 +85,6 @@ func TestContentTypeAndStatus(t *testing.T) {
 				t.Errorf("Content-Type %q, want %q", got, want)
 			}
 		})
-	}
-}
-
-func TestTicket(t *testing.T) {
-	s := newSim(t, wechatsim.Options{})
-	tok := s.classic(appID, appSecret)
-	ticket := func(typ string) (string, int64, int) {
-		a := s.get("/cgi-bin/ticket/getticket?" + q("access_token", tok, "type", typ))
-		var v struct {
-			Ticket    string `json:"ticket"`
-			ExpiresIn int64  `json:"expires_in"`
-			Errmsg    string `json:"errmsg"`
-		}
-		a.decode(t, &v)
-		if a.errcode() == 0 && v.Errmsg != "ok" {
-			t.Errorf("ticket answer errmsg %q, want ok", v.Errmsg)
-		}
-		return v.Ticket, v.ExpiresIn, a.errcode()
-	}
-	t1, exp, code := ticket("jsapi")
-	if code != 0 || len(t1) < 80 || exp != 7200 {
-		t.Fatalf("jsapi ticket %q expires_in %d errcode %d", t1, exp, code)
-	}
-	s.advance(200 * time.Second)
-	if t2, exp, _ := ticket("jsapi"); t2 != t1 || exp != 7000 {
-		t.Errorf("second fetch: changed=%v expires_in=%d, want same, 7000", t2 != t1, exp)
-	}
-	if c, _, _ := ticket("wx_card"); c == t1 || c == "" {
-		t.Error("wx_card ticket equals the jsapi ticket")
-	}
-	if _, _, code := ticket("nope"); code != wechat.CodeInvalidArgs {
-		t.Errorf("unknown type: errcode %d, want %d", code, wechat.CodeInvalidArgs)
-	}
-	s.advance(7000 * time.Second)
-	tok = s.classic(appID, appSecret)
-	if t3, exp, _ := ticket("jsapi"); t3 == t1 || exp != 7200 {
-		t.Errorf("after expiry: changed=%v expires_in=%d, want a new ticket, 7200", t3 != t1, exp)
-	}
-	tok = "86_" + strings.Repeat("A", 128) // well-formed, unknown
-	if _, _, code := ticket("jsapi"); code != wechat.CodeInvalidCredential {
-		t.Errorf("unknown token: errcode %d, want 40001", code)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 //	  /cgi-bin/message/custom/send: {per_minute: 600, per_day: 500000}
 //	latency: 0ms
 //	token_ttl: 7200s
+//	ticket_grace: 5m
 //	rid_records: 100000
 //
 // Unknown or repeated keys and values of the wrong type are errors naming the
@@ -55,10 +56,12 @@ func parseConfig(data []byte) (Options, error) {
 			opts.Latency, err = parseDuration(v, key)
 		case "token_ttl":
 			opts.TokenTTL, err = parseDuration(v, key)
+		case "ticket_grace":
+			opts.TicketGrace, err = parseDuration(v, key)
 		case "rid_records":
 			err = decode(v, key, &opts.RidRecords)
 		default:
-			err = fmt.Errorf("%s: unknown key (want apps, quotas, latency, token_ttl or rid_records)", key)
+			err = fmt.Errorf("%s: unknown key (want apps, quotas, latency, token_ttl, ticket_grace or rid_records)", key)
 		}
 		return err
 	})

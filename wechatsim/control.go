@@ -62,6 +62,10 @@ func (s *Server) serveControl(st *state, w http.ResponseWriter, r *http.Request)
 		if methodIs(w, r, http.MethodGet) {
 			writeJSON(w, http.StatusOK, st.liveTokens())
 		}
+	case "/sim/tickets":
+		if methodIs(w, r, http.MethodGet) {
+			writeJSON(w, http.StatusOK, st.liveTickets())
+		}
 	case "/sim/reset":
 		if methodIs(w, r, http.MethodPost) {
 			s.Reset()

@@ -88,6 +88,10 @@ type Options struct {
 	// TokenTTL is the lifetime (expires_in) of newly minted tokens and tickets;
 	// 0 means DefaultTokenTTL. Short TTLs let refresh cycles run in seconds.
 	TokenTTL time.Duration
+	// TicketGrace is how long a superseded ticket stays valid after a
+	// new one replaced it (WeChat's is undocumented; an old ticket was seen
+	// working after a new one appeared); 0 means DefaultTicketGrace.
+	TicketGrace time.Duration
 	// RidRecords is how many of the newest calls rid/get can find; older
 	// ones are forgotten first, and so are any beyond 256 MiB of records
 	// (each field of a record keeps at most 64 KiB). 0 means
@@ -117,6 +121,7 @@ type Server struct {
 	quotas  map[string]Quota      // effective per-path quotas; never written after New
 	latency time.Duration
 	ttl     time.Duration
+	grace   time.Duration // TicketGrace with its default
 	base    func() time.Time
 	seed    maphash.Seed
 	rids    int       // Options.RidRecords with its default
@@ -142,6 +147,7 @@ func New(opts Options) (*Server, error) {
 		quotas:  map[string]Quota{PathToken: {PerDay: 2000}, PathStableToken: {PerMinute: 10000, PerDay: 500000}},
 		latency: opts.Latency,
 		ttl:     opts.TokenTTL,
+		grace:   opts.TicketGrace,
 		rids:    opts.RidRecords,
 		base:    opts.Now,
 		seed:    maphash.MakeSeed(),
@@ -196,6 +202,12 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("wechatsim: token_ttl: must be at least 1s")
 	case s.ttl == 0:
 		s.ttl = DefaultTokenTTL
+	}
+	switch {
+	case s.grace < 0:
+		return nil, errors.New("wechatsim: ticket_grace: must be >= 0")
+	case s.grace == 0:
+		s.grace = DefaultTicketGrace
 	}
 	switch {
 	case s.rids < 0:
@@ -253,8 +265,8 @@ func (s *Server) serveWeChat(st *state, w *call, r *http.Request) {
 		s.weComToken(st, w, r)
 	case PathRidGet:
 		s.withToken(st, w, r, s.ridGet)
-	case "/cgi-bin/ticket/getticket":
-		s.withToken(st, w, r, s.ticket)
+	case PathGetTicket, PathWeComJSAPITicket, PathWeComTicket:
+		s.ticket(st, w, r)
 	case "/cgi-bin/openapi/quota/get":
 		s.withToken(st, w, r, s.quotaGet)
 	case "/cgi-bin/clear_quota":

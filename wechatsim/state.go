@@ -38,6 +38,7 @@ func (s *Server) newState() *state {
 			cfg:      c,
 			weCom:    make(map[string]*record),
 			tickets:  make(map[string]*ticket),
+			hourly:   make(map[string]*hourWindow),
 			counters: newCounterSet(),
 		}
 	}
@@ -66,6 +67,7 @@ type record struct {
 	app     *appState
 	kind    tokenKind
 	openid  string // user tokens: the user
+	secret  string // WeCom tokens: the corpsecret (the agent) it was minted for
 	expires int64  // unix nanoseconds; at or after it the token answers 42001
 	dies    atomic.Int64
 }
@@ -98,20 +100,22 @@ type appState struct {
 	cfg *appConfig
 
 	mu         sync.Mutex
-	minted     [numKinds][]*record // records still in the token index, oldest first
-	classic    *record             // the latest classic token
-	stable     *record             // what stable normal mode returns
-	weCom      map[string]*record  // corpsecret → current token
-	tickets    map[string]*ticket  // type → current ticket
-	forcedDay  int64               // Shanghai day of forcedN
-	forcedN    int                 // forced stable refreshes on forcedDay
-	lastForced int64               // unix nanoseconds of the last forced refresh; 0 = none
-	clearMonth int64               // Shanghai month of clearN
-	clearN     int                 // clear_quota calls in clearMonth
+	minted     [numKinds][]*record    // records still in the token index, oldest first
+	classic    *record                // the latest classic token
+	stable     *record                // what stable normal mode returns
+	weCom      map[string]*record     // corpsecret → current token
+	tickets    map[string]*ticket     // ticketKey → current ticket
+	hourly     map[string]*hourWindow // WeCom ticket limits per corp or agent and path
+	forcedDay  int64                  // Shanghai day of forcedN
+	forcedN    int                    // forced stable refreshes on forcedDay
+	lastForced int64                  // unix nanoseconds of the last forced refresh; 0 = none
+	clearMonth int64                  // Shanghai month of clearN
+	clearN     int                    // clear_quota calls in clearMonth
 
 	counters *counterSet // quota counters per API path
 
 	fetchClassic, fetchStable, fetchForced, fetchWeCom atomic.Int64
+	fetchTickets                                       [numTicketTypes]atomic.Int64
 }
 
 // Token shape: "86_" followed by tokenRandLen base64url characters, like the
@@ -152,7 +156,12 @@ func wellFormed(tok string) bool {
 // dropped from the index on the way: killed ones (an unknown token answers
 // 40001 just the same) and those expired for more than a day.
 func (st *state) mint(a *appState, kind tokenKind, now int64, ttl time.Duration, openid string) *record {
-	r := &record{token: tokenPrefix + randomString(tokenRandBytes), app: a, kind: kind, openid: openid, expires: now + int64(ttl)}
+	return st.mintOwned(a, kind, now, ttl, openid, "")
+}
+
+// mintOwned is mint for a WeCom token, which belongs to the agent of secret.
+func (st *state) mintOwned(a *appState, kind tokenKind, now int64, ttl time.Duration, openid, secret string) *record {
+	r := &record{token: tokenPrefix + randomString(tokenRandBytes), app: a, kind: kind, openid: openid, secret: secret, expires: now + int64(ttl)}
 	keep := a.minted[kind][:0]
 	var drop []*record
 	for _, old := range a.minted[kind] {
@@ -240,10 +249,4 @@ func (st *state) liveTokens() map[string][]string {
 		a.mu.Unlock()
 	}
 	return out
-}
-
-// ticket is a JS-SDK or card ticket.
-type ticket struct {
-	value   string
-	expires int64
 }

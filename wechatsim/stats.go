@@ -14,6 +14,12 @@ type Stats struct {
 	// whatever its outcome, per appid (corpid for WeCom). Every configured app
 	// is present.
 	TokenFetches map[string]TokenFetches `json:"token_fetches"`
+	// TicketFetches counts every call to a ticket endpoint whose token
+	// names a known app and whose type the app's kind has, whatever its
+	// outcome, per appid (corpid for WeCom) and type: jsapi and wx_card for
+	// WeChat apps, corp_jsapi (get_jsapi_ticket) and agent_config for WeCom.
+	// Every configured app is present with every type of its kind.
+	TicketFetches map[string]map[string]int64 `json:"ticket_fetches"`
 	// APICalls counts every call to a WeChat endpoint, per path, including
 	// token endpoints, failed and faulted calls.
 	APICalls map[string]int64 `json:"api_calls"`
@@ -125,9 +131,10 @@ func (c *counts[K]) snapshot() map[K]int64 {
 // snapshot implements Server.Stats.
 func (st *state) snapshot() Stats {
 	out := Stats{
-		TokenFetches: make(map[string]TokenFetches, len(st.apps)),
-		APICalls:     st.stats.apiCalls.snapshot(),
-		Errcodes:     st.stats.errcodes.snapshot(),
+		TokenFetches:  make(map[string]TokenFetches, len(st.apps)),
+		TicketFetches: make(map[string]map[string]int64, len(st.apps)),
+		APICalls:      st.stats.apiCalls.snapshot(),
+		Errcodes:      st.stats.errcodes.snapshot(),
 	}
 	for id, a := range st.apps {
 		out.TokenFetches[id] = TokenFetches{
@@ -136,6 +143,15 @@ func (st *state) snapshot() Stats {
 			StableForced: a.fetchForced.Load(),
 			WeCom:        a.fetchWeCom.Load(),
 		}
+		types := []int{ticketJSAPI, ticketWxCard}
+		if a.cfg.kind == KindWeCom {
+			types = []int{ticketCorpJSAPI, ticketAgentConfig}
+		}
+		tf := make(map[string]int64, len(types))
+		for _, typ := range types {
+			tf[ticketNames[typ]] = a.fetchTickets[typ].Load()
+		}
+		out.TicketFetches[id] = tf
 	}
 	st.stats.dupMu.Lock()
 	out.DuplicateRequestIDs = append([]string{}, st.stats.dups...)

@@ -202,7 +202,7 @@ func (s *Server) weComToken(st *state, w *call, r *http.Request) {
 	a.mu.Lock()
 	cur := a.weCom[secret]
 	if cur == nil || cur.status(now) != 0 || cur.remaining(now) < 1 {
-		cur = st.mint(a, kindWeCom, now, s.ttl, "")
+		cur = st.mintOwned(a, kindWeCom, now, s.ttl, "", secret)
 		a.weCom[secret] = cur
 	}
 	tok, expiresIn := cur.token, cur.remaining(now)

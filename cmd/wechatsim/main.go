@@ -2,7 +2,7 @@
 // its own port, for integration tests of anything that talks to WeChat:
 //
 //	wechatsim [-listen ADDR] [-config FILE] [-app APPID:SECRET]... [-wecom CORPID:SECRET]...
-//	          [-latency D] [-token-ttl D] [-rid-records N]
+//	          [-latency D] [-token-ttl D] [-ticket-grace D] [-rid-records N]
 //
 // It prints "wechatsim listening on http://ADDR" once it accepts connections
 // and stops gracefully on SIGINT or SIGTERM.
@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		config     = fs.String("config", "", "YAML configuration `file` (apps, quotas, latency, token_ttl, rid_records)")
 		latency    = fs.Duration("latency", 0, "added to every WeChat answer, e.g. 20ms")
 		tokenTTL   = fs.Duration("token-ttl", 0, "expires_in of new tokens (default 7200s)")
+		grace      = fs.Duration("ticket-grace", 0, "how long a superseded ticket keeps working (default 5m)")
 		ridRecords = fs.Int("rid-records", 0, "how many of the newest calls /cgi-bin/openapi/rid/get can find (default 100000)")
 		apps       appFlag
 		corps      appFlag
@@ -80,6 +81,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			opts.Latency = *latency
 		case "token-ttl":
 			opts.TokenTTL = *tokenTTL
+		case "ticket-grace":
+			opts.TicketGrace = *grace
 		case "rid-records":
 			opts.RidRecords = *ridRecords
 		}

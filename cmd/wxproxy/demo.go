@@ -55,6 +55,7 @@ apps:
     appid: %s
     secret: %s
     upstream: %s
+    tickets: [jsapi]
 `, *listen, *admin, demoAppID, demoSecret, simURL)
 	cfg, err := config.Parse([]byte(yaml), func(string) string { return "" }, ".")
 	if err != nil {
@@ -93,6 +94,9 @@ Try these — note that no access_token and no secret are sent:
   # what an SDK does: ask for a token. wxproxy answers with a placeholder,
   # so no SDK can ever invalidate the shared token
   curl -s 'http://%[1]s/cgi-bin/token?grant_type=client_credential&appid=%[4]s&secret=anything'
+
+  # a JS-SDK page's wx.config, signed with the jsapi ticket wxproxy holds
+  curl -s 'http://%[1]s/wxproxy/jssdk/config?url=https%%3A%%2F%%2Fshop.example.com%%2Fitem%%3Fid%%3D7'
 
   # WeChat kills the token; the next call is refreshed and retried once (X-WXProxy-Retried: 1)
   curl -s -X POST '%[3]s/sim/apps/%[4]s/invalidate'
