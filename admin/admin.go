@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/wxproxy/wxproxy/failover"
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
@@ -51,6 +52,9 @@ type App struct {
 	Tokens                       Tokens
 	Breaker                      *proxy.Breaker // nil = none
 	Quotas                       Quotas         // nil = none
+	// Upstreams, if set, describes the app's upstream and failover list
+	// (SPEC §14), in order.
+	Upstreams func() []failover.State
 }
 
 // Fleet is the shared view of every replica's breakers; *proxy.BreakerFleet
@@ -206,13 +210,14 @@ func (h *handler) describe(st token.Status, now time.Time) TokenInfo {
 
 func (h *handler) apps(w http.ResponseWriter, _ *http.Request) {
 	type appInfo struct {
-		Name      string    `json:"name"`
-		Kind      string    `json:"kind"`
-		AppID     string    `json:"appid"`
-		TokenMode string    `json:"token_mode"`
-		Token     TokenInfo `json:"token"`
-		Breaker   string    `json:"breaker"`
-		Ready     bool      `json:"ready"`
+		Name      string           `json:"name"`
+		Kind      string           `json:"kind"`
+		AppID     string           `json:"appid"`
+		TokenMode string           `json:"token_mode"`
+		Token     TokenInfo        `json:"token"`
+		Breaker   string           `json:"breaker"`
+		Upstreams []failover.State `json:"upstreams,omitempty"`
+		Ready     bool             `json:"ready"`
 	}
 	now := h.o.Now()
 	out := make([]appInfo, 0, len(h.o.Apps))
@@ -222,8 +227,12 @@ func (h *handler) apps(w http.ResponseWriter, _ *http.Request) {
 		if a.Breaker != nil {
 			brk = a.Breaker.State().State
 		}
-		out = append(out, appInfo{Name: a.Name, Kind: a.Kind, AppID: a.AppID, TokenMode: a.TokenMode,
-			Token: ti, Breaker: brk, Ready: ti.Present})
+		info := appInfo{Name: a.Name, Kind: a.Kind, AppID: a.AppID, TokenMode: a.TokenMode,
+			Token: ti, Breaker: brk, Ready: ti.Present}
+		if a.Upstreams != nil {
+			info.Upstreams = a.Upstreams()
+		}
+		out = append(out, info)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

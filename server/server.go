@@ -29,6 +29,7 @@ import (
 
 	"github.com/wxproxy/wxproxy/admin"
 	"github.com/wxproxy/wxproxy/config"
+	"github.com/wxproxy/wxproxy/failover"
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/scrub"
@@ -62,10 +63,11 @@ type Server struct {
 
 // appState is what the server keeps per app.
 type appState struct {
-	cfg     config.App
-	cache   *token.Cache
-	limiter *ratelimit.Limiter
-	breaker *proxy.Breaker
+	cfg       config.App
+	cache     *token.Cache
+	limiter   *ratelimit.Limiter
+	breaker   *proxy.Breaker
+	upstreams *failover.Set // the upstream and its failover list, in order
 }
 
 // New builds a Server from cfg. It starts nothing and binds nothing; Run
@@ -118,10 +120,29 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		mode := tokenMode(a)
 		limiter := ratelimit.New(quotaSettings(a.Quotas), ratelimit.Options{Name: a.Name, Store: quotaStore})
+		upstreams, err := failover.New(failover.Options{
+			URLs:     append([]string{up.String()}, a.Failover...),
+			Settings: failoverSettings(a.Breaker),
+			OnChange: func(i int, isUp bool) {
+				state := "down"
+				if isUp {
+					state = "up"
+				}
+				log.Warn("upstream changed state", "app", a.Name, "upstream", upstreamURL(a, i), "state", state)
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		fetcher := &token.HTTPFetcher{Mode: mode, Upstream: a.Upstream, AppID: a.AppID, Secret: a.Secret, Client: fetchClient}
+		if len(a.Failover) > 0 {
+			fetcher.Failover = upstreams
+			fetcher.OnFailover = func(from, to string) { s.metrics.Failover(a.Name, from, to) }
+		}
 		cache, err := token.New(token.Options{
 			App:           a.Name,
 			Mode:          mode,
-			Fetcher:       &token.HTTPFetcher{Mode: mode, Upstream: a.Upstream, AppID: a.AppID, Secret: a.Secret, Client: fetchClient},
+			Fetcher:       fetcher,
 			Store:         store,
 			Key:           storeKey(mode, a),
 			RefreshBefore: a.RefreshBefore,
@@ -146,9 +167,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 				s.fleet.Poke()
 			}
 		})
-		s.apps = append(s.apps, &appState{cfg: a, cache: cache, limiter: limiter, breaker: breaker})
+		s.apps = append(s.apps, &appState{cfg: a, cache: cache, limiter: limiter, breaker: breaker, upstreams: upstreams})
 		papps = append(papps, &proxy.App{Name: a.Name, Kind: a.Kind, AppID: a.AppID, Secret: a.Secret, Upstream: up,
-			Tokens: cache, Quotas: limiter, Breaker: breaker})
+			Tokens: cache, Quotas: limiter, Breaker: breaker, Upstreams: upstreams})
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(a.Quotas.APIs)))
 	}
 	callerClient, err := proxy.NewClient(transport)
@@ -182,7 +203,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	for _, a := range s.apps {
 		s.adminApps = append(s.adminApps, admin.App{Name: a.cfg.Name, Kind: a.cfg.Kind, AppID: a.cfg.AppID,
-			TokenMode: string(tokenMode(a.cfg)), Tokens: a.cache, Breaker: a.breaker, Quotas: a.limiter})
+			TokenMode: string(tokenMode(a.cfg)), Tokens: a.cache, Breaker: a.breaker, Quotas: a.limiter,
+			Upstreams: upstreamStates(a)})
 	}
 	var fleet admin.Fleet
 	if s.fleet != nil {
@@ -220,6 +242,41 @@ func quotaSettings(q config.Quotas) ratelimit.Settings {
 	}
 }
 
+// failoverSettings marks an upstream down after the breaker's count of
+// consecutive failures and probes it after its open_timeout (SPEC §14).
+func failoverSettings(b config.Breaker) failover.Settings {
+	return failover.Settings{Failures: b.ConsecutiveFailures, OpenTimeout: b.OpenTimeout}
+}
+
+// upstreamURL names upstream i of app a, as configured.
+func upstreamURL(a config.App, i int) string {
+	if i == 0 {
+		return a.Upstream
+	}
+	return a.Failover[i-1]
+}
+
+// upstreamStates shows the upstreams of an app on the admin API: with a
+// failover list, each one's health; with one upstream, it is down while
+// the app's breaker is open.
+func upstreamStates(a *appState) func() []failover.State {
+	return func() []failover.State {
+		if len(a.cfg.Failover) > 0 {
+			return a.upstreams.States()
+		}
+		st := failover.State{URL: a.cfg.Upstream, State: "up"}
+		b := a.breaker.State()
+		if b.State != "closed" {
+			st.State, st.Since = "down", b.Since
+			if b.State == "half-open" {
+				st.State = "probing"
+			}
+		}
+		st.ConsecutiveFailures = b.Counts.ConsecutiveFailures
+		return []failover.State{st}
+	}
+}
+
 func breakerSettings(b config.Breaker) proxy.BreakerSettings {
 	return proxy.BreakerSettings{
 		ConsecutiveFailures: b.ConsecutiveFailures, FailureRatio: b.FailureRatio, MinRequests: b.MinRequests,
@@ -237,7 +294,7 @@ func (s *Server) access(c config.Callers) proxy.Access {
 	}
 	a := proxy.Access{AllowCIDRs: c.AllowCIDRs}
 	for _, k := range c.Keys {
-		ck := proxy.CallerKey{Name: k.Name, Key: k.Key, Apps: k.Apps}
+		ck := proxy.CallerKey{Name: k.Name, Key: k.Key, Apps: k.Apps, APIs: k.APIs, CertCN: k.CertCN}
 		if k.PerMinute > 0 {
 			set := ratelimit.Settings{Default: ratelimit.Limit{PerMinute: k.PerMinute}}
 			lim := s.callers[k.Name]
@@ -299,6 +356,7 @@ func (s *Server) Reload() ([]string, error) {
 		}
 		a.limiter.Update(quotaSettings(na.Quotas))
 		a.breaker.Update(breakerSettings(na.Breaker))
+		a.upstreams.Update(failoverSettings(na.Breaker))
 		applied.Apps[i].Quotas, applied.Apps[i].Breaker = na.Quotas, na.Breaker
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(na.Quotas.APIs)))
 	}
