@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -305,4 +304,3 @@ func gatherOne(tb testing.TB, reg *prometheus.Registry, name string, labels map[
 	return nil
 }
 
-var _ = context.Background

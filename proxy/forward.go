@@ -36,7 +36,8 @@ type TransportOptions struct {
 	// of a TCP dial to the upstream (or the proxy); for tests.
 	Dial func(addr string) (net.Conn, error)
 	// TLS, if set, is the base TLS configuration of https upstreams (for
-	// example a test CA in RootCAs); default: the system roots.
+	// example a test CA in RootCAs), for NewClient and NewTransport;
+	// default: the system roots.
 	TLS *tls.Config
 }
 
@@ -75,6 +76,9 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 		TLSHandshakeTimeout:    5 * time.Second,
 		ResponseHeaderTimeout:  o.Timeout,
 		MaxResponseHeaderBytes: 64 << 10,
+	}
+	if o.TLS != nil {
+		t.TLSClientConfig = o.TLS.Clone()
 	}
 	u, err := o.proxyURL()
 	if err != nil {
