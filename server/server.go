@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -48,6 +49,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *proxy.Metrics
 
+	certs     *certs                // caller-port TLS; nil = plain HTTP
 	rdb       redis.UniversalClient // store.kind redis; nil otherwise
 	fleet     *proxy.BreakerFleet   // breaker fleet view; nil without Redis
 	adminApps []admin.App
@@ -105,6 +107,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			}
 		})
 		s.fleet = proxy.NewBreakerFleet(rdb, prefix)
+	}
+	if cfg.TLS.Enabled() {
+		var err error
+		if s.certs, err = newCerts(cfg.TLS, log); err != nil {
+			return nil, err
+		}
 	}
 	transport := proxy.TransportOptions{Timeout: cfg.UpstreamTimeout, Proxy: cfg.UpstreamProxy}
 	fetchTransport, err := proxy.NewTransport(transport)
@@ -345,6 +353,14 @@ func (s *Server) Reload() ([]string, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.certs != nil && next.TLS.Enabled() {
+		// New certificate files (or the same ones, re-read) apply to the
+		// next handshakes; open connections keep theirs.
+		if err := s.certs.load(next.TLS); err != nil {
+			s.log.Error("reload refused: TLS files do not load; the running configuration stays", "err", err)
+			return nil, err
+		}
+	}
 	restart := s.cfg.ReloadDiff(next)
 	applied := *s.cfg
 	applied.Callers = next.Callers
@@ -436,10 +452,15 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 			s.fleet.Run(bg, func() []proxy.BreakerInfo { return admin.LocalBreakers(s.adminApps, s.replica) })
 		})
 	}
+	caller := ls.caller
+	if s.certs != nil {
+		caller = tls.NewListener(caller, s.certs.config())
+		wg.Go(func() { s.certs.watch(bg, certWatchEvery) })
+	}
 	errc := make(chan error, 2)
-	go func() { errc <- s.proxy.Serve(ls.caller) }()
+	go func() { errc <- s.proxy.Serve(caller) }()
 	go func() { errc <- serveHTTP(s.admin, ls.admin) }()
-	s.log.Info("wxproxy listening", "listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "apps", len(s.apps), "replica", s.replica)
+	s.log.Info("wxproxy listening", "listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "tls", s.certs != nil, "apps", len(s.apps), "replica", s.replica)
 	if ready != nil {
 		ready(ls.caller.Addr(), ls.admin.Addr())
 	}
