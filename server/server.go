@@ -50,6 +50,7 @@ type Server struct {
 	metrics *proxy.Metrics
 
 	certs     *certs                // caller-port TLS; nil = plain HTTP
+	fetch     *http.Client          // token fetches and quota syncs (upstream_proxy, no redirects)
 	rdb       redis.UniversalClient // store.kind redis; nil otherwise
 	fleet     *proxy.BreakerFleet   // breaker fleet view; nil without Redis
 	adminApps []admin.App
@@ -120,6 +121,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("upstream_proxy: %w", err)
 	}
 	fetchClient := &http.Client{Transport: fetchTransport, Timeout: cfg.UpstreamTimeout}
+	s.fetch = fetchClient
 	var papps []*proxy.App
 	for _, a := range cfg.Apps {
 		up, err := url.Parse(a.Upstream)
@@ -446,6 +448,17 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	var wg sync.WaitGroup
 	for _, a := range s.apps {
 		wg.Go(func() { a.cache.Run(bg) })
+	}
+	for _, a := range s.apps {
+		qs := &quotaSync{log: s.log, app: a, client: s.fetch, now: time.Now, rdb: s.rdb,
+			prefix: s.config().Store.Redis.KeyPrefix, replica: s.replica,
+			interval: func() time.Duration {
+				if c, ok := s.config().App(a.cfg.Name); ok {
+					return c.Quotas.SyncFromWeChat
+				}
+				return 0
+			}}
+		wg.Go(func() { qs.run(bg) })
 	}
 	if s.fleet != nil {
 		wg.Go(func() {
