@@ -81,7 +81,6 @@ func (fp *forwardProxy) seen() (connects, plain int) {
 	return len(fp.connects), len(fp.plain)
 }
 
-
 // TestEgressProxyCONNECT: with upstream_proxy and an https upstream, both
 // the token fetch and the data plane tunnel through the proxy (CONNECT);
 // nothing reaches the upstream directly.

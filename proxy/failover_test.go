@@ -303,4 +303,3 @@ func gatherOne(tb testing.TB, reg *prometheus.Registry, name string, labels map[
 	tb.Fatal(buf.String())
 	return nil
 }
-

@@ -183,7 +183,12 @@ type gauges struct {
 	up  *prometheus.Desc
 }
 
-func (g *gauges) Describe(ch chan<- *prometheus.Desc) { ch <- g.ttl; ch <- g.brk; ch <- g.buf; ch <- g.up }
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.ttl
+	ch <- g.brk
+	ch <- g.buf
+	ch <- g.up
+}
 
 func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(g.buf, prometheus.GaugeValue, float64(g.p.Buffered()))
