@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/wxproxy/wxproxy/failover"
 	"github.com/wxproxy/wxproxy/fleet"
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
@@ -62,6 +63,9 @@ type App struct {
 	Breaker                      *proxy.Breaker // nil = none
 	Quotas                       Quotas         // nil = none
 	Tickets                      Tickets        // nil = none
+	// Upstreams, if set, describes the app's upstream and failover list
+	// (SPEC §14), in order.
+	Upstreams func() []failover.State
 }
 
 // Fleet is the shared view of every replica's breakers; *proxy.BreakerFleet
@@ -254,14 +258,15 @@ func (h *handler) describe(st token.Status, now time.Time) TokenInfo {
 
 func (h *handler) apps(w http.ResponseWriter, _ *http.Request) {
 	type appInfo struct {
-		Name      string       `json:"name"`
-		Kind      string       `json:"kind"`
-		AppID     string       `json:"appid"`
-		TokenMode string       `json:"token_mode"`
-		Token     TokenInfo    `json:"token"`
-		Tickets   []TicketInfo `json:"tickets"`
-		Breaker   string       `json:"breaker"`
-		Ready     bool         `json:"ready"`
+		Name      string           `json:"name"`
+		Kind      string           `json:"kind"`
+		AppID     string           `json:"appid"`
+		TokenMode string           `json:"token_mode"`
+		Token     TokenInfo        `json:"token"`
+		Tickets   []TicketInfo     `json:"tickets"`
+		Breaker   string           `json:"breaker"`
+		Upstreams []failover.State `json:"upstreams,omitempty"`
+		Ready     bool             `json:"ready"`
 	}
 	now := h.o.Now()
 	out := make([]appInfo, 0, len(h.o.Apps))
@@ -279,6 +284,9 @@ func (h *handler) apps(w http.ResponseWriter, _ *http.Request) {
 				info.Tickets = append(info.Tickets, tk)
 				info.Ready = info.Ready && (!ts.Held || tk.Present)
 			}
+		}
+		if a.Upstreams != nil {
+			info.Upstreams = a.Upstreams()
 		}
 		out = append(out, info)
 	}

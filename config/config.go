@@ -96,6 +96,7 @@ type Config struct {
 	// upstream traffic goes through; proxy environment variables are never
 	// used.
 	UpstreamProxy string
+	TLS           TLS // caller-port TLS; zero = plain HTTP
 	Admin         Admin
 	Log           Log
 	Store         Store
@@ -103,6 +104,20 @@ type Config struct {
 	DefaultApp    string // app of requests that name none; "" = none (they get 404)
 	Apps          []App  // at least one; names are unique
 }
+
+// TLS configures TLS on the caller port (SPEC §14). Paths are absolute or
+// relative to the configuration file's directory; the files are read again
+// on reload and when they change. The zero TLS means plain HTTP.
+type TLS struct {
+	CertFile string // PEM certificate chain; set together with KeyFile
+	KeyFile  string // PEM private key
+	// ClientCAFile, when set, makes callers present a client certificate
+	// signed by one of its PEM certificates.
+	ClientCAFile string
+}
+
+// Enabled reports whether the caller port serves TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // Admin configures the admin port (/healthz, /readyz, /metrics, /admin/*).
 type Admin struct {
@@ -181,10 +196,19 @@ type Callers struct {
 
 // CallerKey is one caller credential.
 type CallerKey struct {
-	Name      string   // shown in logs and metrics instead of the key
-	Key       string   // the secret value of X-WXProxy-Key; unique
-	Apps      []string // apps this key may use; nil = all apps
-	PerMinute int      // per-caller request limit; 0 = none
+	Name string   // shown in logs and metrics instead of the key
+	Key  string   // the secret value of X-WXProxy-Key; unique
+	Apps []string // apps this key may use; nil = all apps
+	// APIs lists the API paths this key may call, as path globs: "*"
+	// matches within one segment, a "**" segment any number of segments.
+	// Matched ASCII case-insensitively against the cleaned path without
+	// the app prefix. nil = all APIs.
+	APIs []string
+	// CertCN, when set, lets a caller that presents a client certificate
+	// with this subject common name use the key without sending it.
+	// Key may then be empty (certificate only).
+	CertCN    string
+	PerMinute int // per-caller request limit; 0 = none
 }
 
 // App is one WeChat Official Account, Mini Program or WeCom application.
@@ -196,6 +220,9 @@ type App struct {
 	TokenMode string // TokenModeStable or TokenModeClassic; "" for KindWeCom
 	// Upstream is the base URL of the WeChat API, without a trailing slash.
 	Upstream string
+	// Failover lists more base URLs (api2.weixin.qq.com, ...), tried in
+	// order when the ones before are down. nil = none.
+	Failover []string
 	// RefreshBefore starts a proactive refresh when the token has less than
 	// this left. In (0, 1h].
 	RefreshBefore time.Duration
@@ -230,6 +257,9 @@ type Quotas struct {
 	OnLimit         string        // OnLimitReject or OnLimitWait
 	MaxWait         time.Duration // with OnLimitWait: longest wait before rejecting
 	RespectUpstream bool          // remember upstream 45009/45011 and answer locally until the reset
+	// SyncFromWeChat is how often WeChat's own quota figures are read
+	// (/cgi-bin/openapi/quota/get) for the configured APIs; 0 = never.
+	SyncFromWeChat time.Duration
 }
 
 // Limit is a request limit; a zero field means no limit of that kind.

@@ -304,7 +304,8 @@ func TestExampleConfigContents(t *testing.T) {
 	}{
 		{"SPEC's per-API quota", full.Apps[0].Quotas.APIs["/cgi-bin/message/custom/send"],
 			Limit{PerMinute: 600, PerDay: 500000, Burst: 60}},
-		{"SPEC's caller key", full.Callers.Keys, []CallerKey{{Name: "billing", Key: "billing-key-77c1", Apps: []string{"main"}, PerMinute: 600}}},
+		{"SPEC's caller key", full.Callers.Keys, []CallerKey{{Name: "billing", Key: "billing-key-77c1", Apps: []string{"main"}, APIs: []string{"/cgi-bin/message/**"}, PerMinute: 600}}},
+		{"SPEC's failover", full.Apps[0].Failover, []string{"https://api2.weixin.qq.com"}},
 		{"SPEC's replicas_hint", full.Store.Redis.ReplicasHint, 3},
 		{"admin token from the environment", full.Admin.Token, "admin-token-3f9a"},
 		{"wecom apps share a corpid", wecom.Apps[0].AppID == wecom.Apps[1].AppID, true},

@@ -425,7 +425,7 @@ func some[T any](v T) val[T] { return val[T]{v: v, set: true} }
 
 // nonZero returns a val of v that is unset when v is its type's zero value.
 // (The tests' comparable helper hides the predeclared constraint.)
-func nonZero[T ~string | ~int](v T) val[T] {
+func nonZero[T ~string | ~int | ~int64](v T) val[T] {
 	var zero T
 	return val[T]{v: v, set: v != zero}
 }

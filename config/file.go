@@ -26,12 +26,18 @@ type (
 		IdleTimeout       duration    `yaml:"idle_timeout"`
 		MaxHeaderBytes    size        `yaml:"max_header_bytes"`
 		UpstreamProxy     str         `yaml:"upstream_proxy"`
+		TLS               tlsFile     `yaml:"tls,omitempty"`
 		Admin             adminFile   `yaml:"admin"`
 		Log               logFile     `yaml:"log"`
 		Store             storeFile   `yaml:"store"`
 		Callers           callersFile `yaml:"callers"`
 		DefaultApp        str         `yaml:"default_app"`
 		Apps              []appFile   `yaml:"apps"`
+	}
+	tlsFile struct {
+		CertFile     str `yaml:"cert_file,omitempty"`
+		KeyFile      str `yaml:"key_file,omitempty"`
+		ClientCAFile str `yaml:"client_ca_file,omitempty"`
 	}
 	adminFile struct {
 		Listen    str     `yaml:"listen"`
@@ -78,6 +84,8 @@ type (
 		Key       str     `yaml:"key"`
 		KeyFile   str     `yaml:"key_file,omitempty"`
 		Apps      []str   `yaml:"apps,omitempty,flow"`
+		APIs      []str   `yaml:"apis,omitempty,flow"`
+		CertCN    str     `yaml:"cert_cn,omitempty"`
 		PerMinute integer `yaml:"per_minute"`
 	}
 	appFile struct {
@@ -88,6 +96,7 @@ type (
 		SecretFile    str         `yaml:"secret_file,omitempty"`
 		TokenMode     str         `yaml:"token_mode,omitempty"`
 		Upstream      str         `yaml:"upstream"`
+		Failover      []str       `yaml:"failover,omitempty,flow"`
 		RefreshBefore duration    `yaml:"refresh_before"`
 		TokenWait     duration    `yaml:"token_wait"`
 		Tickets       []str       `yaml:"tickets,omitempty,flow"`
@@ -103,6 +112,7 @@ type (
 		OnLimit          str                   `yaml:"on_limit"`
 		MaxWait          duration              `yaml:"max_wait"`
 		RespectUpstream  boolean               `yaml:"respect_upstream"`
+		SyncFromWeChat   duration              `yaml:"sync_from_wechat,omitempty"`
 	}
 	limitFile struct {
 		PerMinute integer `yaml:"per_minute"`

@@ -37,6 +37,7 @@ func (c *Config) redacted() *file {
 		IdleTimeout:       some(c.IdleTimeout),
 		MaxHeaderBytes:    some(c.MaxHeaderBytes),
 		UpstreamProxy:     some(redactURL(c.UpstreamProxy)),
+		TLS:               tlsFile{CertFile: nonZero(c.TLS.CertFile), KeyFile: nonZero(c.TLS.KeyFile), ClientCAFile: nonZero(c.TLS.ClientCAFile)},
 		Admin:             adminFile{Listen: some(c.Admin.Listen), Token: redact(c.Admin.Token), PProf: some(c.Admin.PProf)},
 		Log:               logFile{Format: some(c.Log.Format), Level: some(c.Log.Level)},
 		Store: storeFile{Kind: some(c.Store.Kind), Path: some(c.Store.Path), Redis: redisFile{
@@ -61,7 +62,7 @@ func (c *Config) redacted() *file {
 	}
 	for _, k := range c.Callers.Keys {
 		f.Callers.Keys = append(f.Callers.Keys, callerKeyFile{
-			Name: some(k.Name), Key: redact(k.Key), Apps: strs(k.Apps), PerMinute: some(k.PerMinute)})
+			Name: some(k.Name), Key: redact(k.Key), Apps: strs(k.Apps), APIs: strs(k.APIs), CertCN: nonZero(k.CertCN), PerMinute: some(k.PerMinute)})
 	}
 	for _, a := range c.Apps {
 		q, b := a.Quotas, a.Breaker
@@ -72,6 +73,7 @@ func (c *Config) redacted() *file {
 			Secret:        redact(a.Secret),
 			TokenMode:     nonZero(a.TokenMode),
 			Upstream:      some(a.Upstream),
+			Failover:      strs(a.Failover),
 			RefreshBefore: some(a.RefreshBefore),
 			TokenWait:     some(a.TokenWait),
 			Tickets:       strs(a.Tickets),
@@ -84,6 +86,7 @@ func (c *Config) redacted() *file {
 				OnLimit:          some(q.OnLimit),
 				MaxWait:          some(q.MaxWait),
 				RespectUpstream:  some(q.RespectUpstream),
+				SyncFromWeChat:   nonZero(q.SyncFromWeChat),
 			},
 			Breaker: breakerFile{
 				ConsecutiveFailures: some(int(b.ConsecutiveFailures)),

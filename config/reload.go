@@ -8,7 +8,8 @@ import (
 // ReloadDiff returns the key paths of the settings that differ between c (the
 // running configuration) and next but that a reload does not apply,
 // top-level settings first, then the apps; nil when a reload applies every change. A reload applies
-// apps[].quotas, apps[].breaker and callers; anything else (listen addresses,
+// apps[].quotas, apps[].breaker, callers and the tls files (a new
+// certificate, key or client CA; turning TLS on or off waits); anything else (listen addresses,
 // timeouts, body limits, admin, log, store, default_app, and an app's
 // identity, secret, token mode and upstream) takes effect at the next restart.
 // Adding, removing or renaming an app is reported as "apps".
@@ -32,6 +33,7 @@ func (c *Config) ReloadDiff(next *Config) []string {
 	diff("idle_timeout", c.IdleTimeout, next.IdleTimeout)
 	diff("max_header_bytes", c.MaxHeaderBytes, next.MaxHeaderBytes)
 	diff("upstream_proxy", c.UpstreamProxy, next.UpstreamProxy)
+	diff("tls", c.TLS.Enabled(), next.TLS.Enabled()) // the files themselves are re-read on reload
 	diff("admin.listen", c.Admin.Listen, next.Admin.Listen)
 	diff("admin.token", c.Admin.Token, next.Admin.Token)
 	diff("admin.pprof", c.Admin.PProf, next.Admin.PProf)
@@ -53,6 +55,7 @@ func (c *Config) ReloadDiff(next *Config) []string {
 		diff(p+"secret", a.Secret, n.Secret)
 		diff(p+"token_mode", a.TokenMode, n.TokenMode)
 		diff(p+"upstream", a.Upstream, n.Upstream)
+		diff(p+"failover", a.Failover, n.Failover)
 		diff(p+"refresh_before", a.RefreshBefore, n.RefreshBefore)
 		diff(p+"token_wait", a.TokenWait, n.TokenWait)
 		diff(p+"tickets", a.Tickets, n.Tickets)

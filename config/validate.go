@@ -127,6 +127,7 @@ func (d *decoder) config(f *file) *Config {
 	for i := range f.Apps {
 		c.Apps = append(c.Apps, d.app(index("apps", i), &f.Apps[i], c.Apps))
 	}
+	c.TLS = d.tls(&f.TLS)
 	c.Callers = d.callers(&f.Callers, c)
 
 	switch c.DefaultApp = f.DefaultApp.v; {
@@ -516,6 +517,7 @@ func (d *decoder) callers(f *callersFile, c *Config) Callers {
 
 	names := map[string]string{} // name → path of its first use
 	keys := map[string]string{}  // key → path of its first use
+	cns := map[string]string{}   // cert_cn → path of its first use
 	for i, fk := range f.Keys {
 		kp := index(p+".keys", i)
 		k := CallerKey{Name: fk.Name.v, PerMinute: d.nonNegative(kp+".per_minute", fk.PerMinute, 0)}
@@ -529,7 +531,21 @@ func (d *decoder) callers(f *callersFile, c *Config) Callers {
 		default:
 			names[k.Name] = kp
 		}
-		k.Key = d.secret(kp, "key", fk.Key, fk.KeyFile, true)
+		k.CertCN = fk.CertCN.v
+		if d.has(kp + ".cert_cn") {
+			switch first := cns[k.CertCN]; {
+			case k.CertCN == "":
+				d.errorf(kp+".cert_cn", "must not be empty%s", d.hint(kp+".cert_cn"))
+			case c.TLS.ClientCAFile == "":
+				d.errorf(kp+".cert_cn", "needs tls.client_ca_file (client certificates are only asked for with it)")
+			case first != "":
+				d.errorf(kp+".cert_cn", "duplicate of %s", first)
+			default:
+				cns[k.CertCN] = kp
+			}
+		}
+		// A key that names a certificate CN may go without a key value.
+		k.Key = d.secret(kp, "key", fk.Key, fk.KeyFile, !d.has(kp+".cert_cn"))
 		switch first, dup := keys[k.Key]; {
 		case k.Key == "":
 		case dup:
@@ -552,6 +568,22 @@ func (d *decoder) callers(f *callersFile, c *Config) Callers {
 				d.errorf(ap, "no app named %q", a.v)
 			}
 			k.Apps = append(k.Apps, a.v)
+		}
+		if fk.APIs != nil {
+			if len(fk.APIs) == 0 {
+				d.errorf(kp+".apis", "must not be empty; omit apis to allow every API")
+			}
+			k.APIs = []string{}
+		}
+		for j, a := range fk.APIs {
+			ap := index(kp+".apis", j)
+			if d.bad[ap] {
+				continue
+			}
+			if err := CheckAPIGlob(a.v); err != nil {
+				d.errorf(ap, "%v", err)
+			}
+			k.APIs = append(k.APIs, a.v)
 		}
 		cs.Keys = append(cs.Keys, k)
 	}
@@ -641,6 +673,27 @@ func (d *decoder) app(p string, f *appFile, prev []App) App {
 			d.errorf(p+".upstream", "%v", err)
 		}
 		a.Upstream = strings.TrimRight(f.Upstream.v, "/")
+	}
+	seen := map[string]string{a.Upstream: p + ".upstream"}
+	for i, u := range f.Failover {
+		fp := index(p+".failover", i)
+		if d.bad[fp] {
+			continue
+		}
+		if err := checkUpstream(u.v); err != nil {
+			d.errorf(fp, "%v", err)
+			continue
+		}
+		v := strings.TrimRight(u.v, "/")
+		if first, dup := seen[v]; dup {
+			d.errorf(fp, "duplicate of %s", first)
+			continue
+		}
+		seen[v] = fp
+		a.Failover = append(a.Failover, v)
+	}
+	if f.Failover != nil && len(f.Failover) == 0 {
+		d.errorf(p+".failover", "must not be empty; omit failover for none")
 	}
 	if a.RefreshBefore <= 0 || a.RefreshBefore > maxRefreshBefore {
 		d.errorf(p+".refresh_before", "must be > 0 and <= 1h (tokens live 2h)")
@@ -746,6 +799,10 @@ func (d *decoder) quotas(p string, f *quotasFile) Quotas {
 	if q.MaxWait < 0 {
 		d.errorf(p+".max_wait", "must be >= 0")
 	}
+	q.SyncFromWeChat = f.SyncFromWeChat.v
+	if q.SyncFromWeChat < 0 || (q.SyncFromWeChat > 0 && q.SyncFromWeChat < time.Minute) {
+		d.errorf(p+".sync_from_wechat", "must be 0 (off) or at least 1m (quota/get is itself limited)")
+	}
 	return q
 }
 
@@ -794,4 +851,41 @@ func (d *decoder) breaker(p string, f *breakerFile) Breaker {
 		d.errorf(p+".open_timeout", "must be > 0")
 	}
 	return b
+}
+
+// tls checks the caller-port TLS section: both files or neither, each
+// readable, the pair matching, the client CA holding certificates.
+func (d *decoder) tls(f *tlsFile) TLS {
+	const p = "tls"
+	t := TLS{CertFile: d.path(f.CertFile), KeyFile: d.path(f.KeyFile), ClientCAFile: d.path(f.ClientCAFile)}
+	switch {
+	case t.CertFile == "" && t.KeyFile == "":
+		if t.ClientCAFile != "" {
+			d.errorf(p+".client_ca_file", "needs tls.cert_file and tls.key_file")
+		}
+		return TLS{}
+	case t.CertFile == "":
+		d.errorf(p+".cert_file", "required with tls.key_file")
+		return TLS{}
+	case t.KeyFile == "":
+		d.errorf(p+".key_file", "required with tls.cert_file")
+		return TLS{}
+	}
+	if _, err := LoadTLS(t); err != nil {
+		var ke *Error
+		if errors.As(err, &ke) {
+			d.errorf(ke.Key, "%s", ke.Msg)
+		} else {
+			d.errorf(p, "%v", err)
+		}
+	}
+	return t
+}
+
+// path resolves a file path of the configuration against its directory.
+func (d *decoder) path(v str) string {
+	if v.v == "" || filepath.IsAbs(v.v) {
+		return v.v
+	}
+	return filepath.Join(d.baseDir, v.v)
 }

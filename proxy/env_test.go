@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -69,6 +70,7 @@ type envOptions struct {
 	upTimeout      time.Duration
 	upstream       string // instead of the simulator, for apps' requests (token fetches still go to the simulator)
 	onBreaker      func(app string, to gobreaker.State)
+	tls            *tls.Config // serve the caller port over TLS with this
 }
 
 func newEnv(tb testing.TB, o envOptions) *env {
@@ -176,7 +178,11 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		tb.Fatal(err)
 	}
 	e.proxy = p
-	e.url = serve(tb, p)
+	if o.tls != nil {
+		e.url = serveOn(tb, p, o.tls)
+	} else {
+		e.url = serve(tb, p)
+	}
 	if !o.noStartup {
 		for name, c := range e.caches {
 			if _, err := c.Get(context.Background()); err != nil {
@@ -189,11 +195,20 @@ func newEnv(tb testing.TB, o envOptions) *env {
 
 // serve runs p on a loopback listener, as wxproxy serve does, and returns
 // its base URL; the server is shut down when the test ends.
-func serve(tb testing.TB, p *proxy.Proxy) string {
+func serve(tb testing.TB, p *proxy.Proxy) string { return serveOn(tb, p, nil) }
+
+// serveOn is serve, over TLS when cfg is set (as wxproxy serve does with
+// tls:); the URL is then https://.
+func serveOn(tb testing.TB, p *proxy.Proxy, cfg *tls.Config) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
+	}
+	scheme := "http://"
+	if cfg != nil {
+		scheme = "https://"
+		ln = tls.NewListener(ln, cfg)
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ln) }()
@@ -203,7 +218,7 @@ func serve(tb testing.TB, p *proxy.Proxy) string {
 		_ = p.Shutdown(ctx)
 		<-done
 	})
-	return "http://" + ln.Addr().String()
+	return scheme + ln.Addr().String()
 }
 
 // answer is a decoded WeChat-shaped answer.

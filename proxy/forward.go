@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpproxy"
 
+	"github.com/wxproxy/wxproxy/failover"
 	"github.com/wxproxy/wxproxy/wechat"
 )
 
@@ -35,7 +36,8 @@ type TransportOptions struct {
 	// of a TCP dial to the upstream (or the proxy); for tests.
 	Dial func(addr string) (net.Conn, error)
 	// TLS, if set, is the base TLS configuration of https upstreams (for
-	// example a test CA in RootCAs); default: the system roots.
+	// example a test CA in RootCAs), for NewClient and NewTransport;
+	// default: the system roots.
 	TLS *tls.Config
 }
 
@@ -57,9 +59,16 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
-		Proxy:                  nil, // explicit: no HTTP_PROXY from the environment
-		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: nil, // explicit: no HTTP_PROXY from the environment
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &failover.DialError{Err: err} // nothing sent: a fetch may fail over
+			}
+			return c, nil
+		},
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           64,
 		MaxIdleConnsPerHost:    16,
@@ -67,6 +76,9 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 		TLSHandshakeTimeout:    5 * time.Second,
 		ResponseHeaderTimeout:  o.Timeout,
 		MaxResponseHeaderBytes: 64 << 10,
+	}
+	if o.TLS != nil {
+		t.TLSClientConfig = o.TLS.Clone()
 	}
 	u, err := o.proxyURL()
 	if err != nil {
@@ -156,7 +168,9 @@ func (c *Client) upstream(u *url.URL) (*upstream, error) {
 		Dial: func(addr string) (net.Conn, error) {
 			conn, err := dial(addr)
 			if err != nil {
-				return nil, err
+				// Nothing of the request was sent: failover may try the
+				// next upstream whatever the method.
+				return nil, &failover.DialError{Err: err}
 			}
 			if useTLS {
 				cfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -168,7 +182,7 @@ func (c *Client) upstream(u *url.URL) (*upstream, error) {
 				_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
 				if err := tc.Handshake(); err != nil {
 					conn.Close()
-					return nil, err
+					return nil, &failover.DialError{Err: err}
 				}
 				_ = tc.SetDeadline(time.Time{})
 				conn = tc
@@ -313,7 +327,9 @@ func setReadDeadline(resp *fasthttp.Response, t time.Time) {
 // attempt makes one upstream call through the app's breaker, inspects the
 // answer's errcode, and reports the outcome to the breaker, the quotas and
 // the metrics. Transport errors, HTTP 5xx and errcode -1 are failures;
-// business errcodes and everything the caller did are not.
+// business errcodes and everything the caller did are not. With failover
+// upstreams the call goes to the first one that is up (exchangeFailover),
+// and the app's breaker counts a failure only when none is left up.
 func (p *Proxy) attempt(r *request) (*answer, error) {
 	app := r.app
 	var done func(error)
@@ -330,57 +346,26 @@ func (p *Proxy) attempt(r *request) (*answer, error) {
 			return nil, &Error{Kind: KindCircuitOpen, Msg: "WeChat is failing for app " + app.Name + "; calls are paused, retry after Retry-After seconds", RetryAfter: app.Breaker.RetryAfter(), Err: err}
 		}
 	}
-	req := fasthttp.AcquireRequest()
-	if !r.body.replay {
-		select {
-		case p.uploads <- struct{}{}:
-		default:
-			fasthttp.ReleaseRequest(req)
-			if done != nil {
-				done(context.Canceled)
-				app.Breaker.Settle()
-			}
-			return nil, errUpstreamBusy
-		}
-	}
-	p.buildRequest(r, req)
-	resp := fasthttp.AcquireResponse()
-	start := time.Now()
-	err := app.up.hc.Do(req, resp)
-	fasthttp.ReleaseRequest(req)
-	if !r.body.replay {
-		<-p.uploads // the body has been sent
-	}
-	if errors.Is(err, fasthttp.ErrNoFreeConns) {
-		err = errUpstreamBusy
-	}
-	var ans *answer
-	if err == nil {
-		err = checkRawHead(resp)
-	}
-	if err == nil {
-		ans, err = p.inspect(r, resp)
-	}
-	if p.metrics != nil {
-		p.metrics.observeUpstream(app.Name, time.Since(start))
-	}
-	if err != nil {
-		fasthttp.ReleaseResponse(resp)
-		if cf := r.callerFault(); cf != nil {
-			err = cf // the caller's body failed, not WeChat
-		} else if !errors.Is(err, errPeekTimeout) && !errors.Is(err, errUpstreamBusy) {
-			err = upstreamError(err)
-		}
+	var (
+		ans *answer
+		err error
+	)
+	if app.failover == nil {
+		ans, err = p.exchange(r, app.up)
+	} else {
+		ans, err = p.exchangeFailover(r)
 	}
 	if done != nil {
-		var pe *Error
-		switch {
-		case errors.As(err, &pe) && pe.callersFault():
-			done(context.Canceled) // a bad body from the caller; says nothing about WeChat
-		case err != nil, ans.resp.StatusCode() >= 500, r.hasCode && r.errcode == wechat.CodeSystemError:
+		switch o := outcome(r, ans, err); {
+		case o == failover.Success:
+			done(nil)
+		case o == failover.Failure && (app.failover == nil || !app.failover.AnyUp()):
 			done(errFailure)
 		default:
-			done(nil)
+			// A bad body from the caller says nothing about WeChat; with
+			// failover, neither does one upstream's failure while another
+			// is up.
+			done(context.Canceled)
 		}
 		app.Breaker.Settle()
 	}
@@ -398,6 +383,94 @@ func (p *Proxy) attempt(r *request) (*answer, error) {
 		}
 	}
 	return ans, nil
+}
+
+// outcome classifies one exchange as the breakers count it.
+func outcome(r *request, ans *answer, err error) failover.Outcome {
+	var pe *Error
+	switch {
+	case errors.As(err, &pe) && (pe.callersFault() || pe.Kind == KindUpstreamBusy):
+		return failover.Neutral
+	case err != nil, ans.resp.StatusCode() >= 500, r.hasCode && r.errcode == wechat.CodeSystemError:
+		return failover.Failure
+	}
+	return failover.Success
+}
+
+var errAllDown = &Error{Kind: KindCircuitOpen, Msg: "every upstream of this app is down; retry after Retry-After seconds", RetryAfter: time.Second}
+
+// exchangeFailover sends the request to the first upstream that is up. A
+// request that could not connect (nothing was sent) goes at once to the
+// next upstream, whatever its method; one that may have reached WeChat is
+// never sent again.
+func (p *Proxy) exchangeFailover(r *request) (*answer, error) {
+	set, prev := r.app.failover, 0
+	var last error
+	for from := 0; ; {
+		i, probe, ok := set.Next(from)
+		if !ok {
+			if last != nil {
+				return nil, last
+			}
+			return nil, errAllDown
+		}
+		if i != prev && p.metrics != nil {
+			p.metrics.Failover(r.app.Name, set.URL(prev), set.URL(i))
+		}
+		r.hasCode = false
+		ans, err := p.exchange(r, r.app.ups[i])
+		set.Report(i, probe, outcome(r, ans, err))
+		if err == nil || !failover.NotSent(err) {
+			return ans, err
+		}
+		last, prev, from = err, i, i+1
+	}
+}
+
+// exchange makes one round trip to up and inspects the answer. Its errors
+// are the funnel's: the caller's body fault, a busy pool, a timeout or an
+// unreachable upstream (which still satisfies failover.NotSent when the
+// connection was never made).
+func (p *Proxy) exchange(r *request, up *upstream) (*answer, error) {
+	req := fasthttp.AcquireRequest()
+	if !r.body.replay {
+		select {
+		case p.uploads <- struct{}{}:
+		default:
+			fasthttp.ReleaseRequest(req)
+			return nil, errUpstreamBusy
+		}
+	}
+	p.buildRequest(r, req, up)
+	resp := fasthttp.AcquireResponse()
+	start := time.Now()
+	err := up.hc.Do(req, resp)
+	fasthttp.ReleaseRequest(req)
+	if !r.body.replay {
+		<-p.uploads // the body has been sent
+	}
+	if errors.Is(err, fasthttp.ErrNoFreeConns) {
+		err = errUpstreamBusy
+	}
+	var ans *answer
+	if err == nil {
+		err = checkRawHead(resp)
+	}
+	if err == nil {
+		ans, err = p.inspect(r, resp)
+	}
+	if p.metrics != nil {
+		p.metrics.observeUpstream(r.app.Name, time.Since(start))
+	}
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		if cf := r.callerFault(); cf != nil {
+			err = cf // the caller's body failed, not WeChat
+		} else if !errors.Is(err, errPeekTimeout) && !errors.Is(err, errUpstreamBusy) {
+			err = upstreamError(err)
+		}
+	}
+	return ans, err
 }
 
 // upstreamError names a failed round trip for the funnel: 504 for a

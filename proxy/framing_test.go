@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wxproxy/wxproxy/internal/testpki"
 )
 
 // The caller port left net/http for fasthttp. These are the heads and
@@ -19,7 +22,20 @@ import (
 // and closes the connection, so nothing after it on the wire is read as a
 // request.
 func TestSmugglingRefused(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	t.Run("http", func(t *testing.T) { testSmugglingRefused(t, nil) })
+	// The same hardening holds on the caller port over TLS (tls:).
+	ca := testpki.NewCA(t, "test CA")
+	leaf := ca.Server(t)
+	t.Run("tls", func(t *testing.T) {
+		testSmugglingRefused(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12},
+			&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12})
+	})
+}
+
+// testSmugglingRefused runs the cases over plain TCP, or over TLS when
+// server and client configurations are given.
+func testSmugglingRefused(t *testing.T, server *tls.Config, client ...*tls.Config) {
+	e := newEnv(t, envOptions{tls: server})
 	before := e.sim.Stats().APICalls["/cgi-bin/x"]
 	const tail = "GET /cgi-bin/x?smuggled=1 HTTP/1.1\r\nHost: w\r\n\r\n"
 	tests := []struct {
@@ -53,7 +69,13 @@ func TestSmugglingRefused(t *testing.T) {
 	u, _ := url.Parse(e.url)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", u.Host)
+			var conn net.Conn
+			var err error
+			if server != nil {
+				conn, err = tls.Dial("tcp", u.Host, client[0])
+			} else {
+				conn, err = net.Dial("tcp", u.Host)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,9 +16,8 @@ import (
 // Accept-Encoding (the answer must come back in a form the scrubber can
 // read), Range and If-Range (a range of an answer could cut a credential
 // part way) and Expect are not forwarded.
-func (p *Proxy) buildRequest(r *request, req *fasthttp.Request) {
+func (p *Proxy) buildRequest(r *request, req *fasthttp.Request, up *upstream) {
 	in := &r.ctx.Request.Header
-	up := r.app.up
 	req.Header.SetMethodBytes(in.Method())
 	conn := in.Peek("Connection")
 	for k, v := range in.All() {

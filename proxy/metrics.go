@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/wxproxy/wxproxy/token"
 	"github.com/wxproxy/wxproxy/wechat"
@@ -26,6 +27,7 @@ type Metrics struct {
 	wechatErrors *prometheus.CounterVec
 	storeErrors  *prometheus.CounterVec
 	scrubbed     *prometheus.CounterVec
+	failovers    *prometheus.CounterVec
 
 	reqCache, durCache, upCache sync.Map // label set → child metric
 
@@ -60,10 +62,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed store operations (token store, quota store)."}, []string{"op"}),
 		scrubbed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_scrubbed_total",
 			Help: "Answers in which a held credential was replaced before reaching the caller."}, []string{"app"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_failovers_total",
+			Help: "Requests and token fetches sent to upstream `to` because `from` was down or could not be reached."}, []string{"app", "from", "to"}),
 		apis:  make(map[string]bool),
 		codes: make(map[int]string),
 	}
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.refreshes, m.tickets, m.retries, m.rejections, m.wechatErrors, m.storeErrors, m.scrubbed)
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.refreshes, m.tickets, m.retries, m.rejections, m.wechatErrors, m.storeErrors, m.scrubbed, m.failovers)
 	for _, api := range wechat.WellKnownAPIs {
 		m.apis[api] = true
 	}
@@ -173,6 +177,11 @@ func (m *Metrics) observeRetry(app string, code int) {
 
 func (m *Metrics) observeScrubbed(app string) { m.scrubbed.WithLabelValues(app).Inc() }
 
+// Failover counts a request or fetch of app sent to upstream to because
+// upstream from was down or could not be reached. Both are configured
+// upstream URLs, so the labels stay few.
+func (m *Metrics) Failover(app, from, to string) { m.failovers.WithLabelValues(app, from, to).Inc() }
+
 func (m *Metrics) observeRejection(app, path, scope string) {
 	m.rejections.WithLabelValues(app, m.api(path), scope).Inc()
 }
@@ -185,6 +194,7 @@ type gauges struct {
 	tkt *prometheus.Desc
 	brk *prometheus.Desc
 	buf *prometheus.Desc
+	up  *prometheus.Desc
 }
 
 func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
@@ -192,6 +202,7 @@ func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
 	ch <- g.tkt
 	ch <- g.brk
 	ch <- g.buf
+	ch <- g.up
 }
 
 func (g *gauges) Collect(ch chan<- prometheus.Metric) {
@@ -215,5 +226,21 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 		if a.Breaker != nil {
 			ch <- prometheus.MustNewConstMetric(g.brk, prometheus.GaugeValue, StateValue(a.Breaker.cb.Load().State()), a.Name)
 		}
+		if a.failover != nil {
+			for i := range a.failover.Len() {
+				ch <- prometheus.MustNewConstMetric(g.up, prometheus.GaugeValue, b2f(a.failover.Up(i)), a.Name, a.failover.URL(i))
+			}
+			continue
+		}
+		// One upstream: it is up unless the app's breaker is open.
+		up := a.Breaker == nil || a.Breaker.cb.Load().State() != gobreaker.StateOpen
+		ch <- prometheus.MustNewConstMetric(g.up, prometheus.GaugeValue, b2f(up), a.Name, a.Upstream.String())
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/wxproxy/wxproxy/failover"
 	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
 )
@@ -100,11 +101,20 @@ type App struct {
 	TokenWait time.Duration
 	Tickets   Tickets // nil = no tickets (ticket requests are refused)
 	AgentID   int64   // WeCom: the agent of Secret, for wx.agentConfig; 0 = unknown
+	// Upstreams, if it has more than one upstream, is the app's failover
+	// list (SPEC §14): its first URL must be Upstream. Requests go to the
+	// first upstream that is up; the app's token fetches share the Set.
+	// Nil, or one upstream: Upstream only, no failover.
+	Upstreams *failover.Set
 
 	fp     atomic.Pointer[fpCache] // last logged token fingerprint
 	phKey  []byte                  // placeholder MAC key, set by New
 	lastPH atomic.Pointer[string]  // last placeholder verified
 	up     *upstream               // the client for Upstream, set by New
+	// failover and ups are Upstreams and a client per upstream, set by
+	// New when the app has failover upstreams; nil otherwise.
+	failover *failover.Set
+	ups      []*upstream
 }
 
 // App kinds.
@@ -251,6 +261,23 @@ func New(opts Options) (*Proxy, error) {
 			return nil, fmt.Errorf("proxy: app %q: %w", a.Name, err)
 		}
 		a.up = up
+		if a.Upstreams == nil || a.Upstreams.Len() < 2 {
+			continue
+		}
+		if a.Upstreams.URL(0) != a.Upstream.String() {
+			return nil, fmt.Errorf("proxy: app %q: the first of Upstreams must be Upstream", a.Name)
+		}
+		a.failover, a.ups = a.Upstreams, []*upstream{up}
+		for i := 1; i < a.Upstreams.Len(); i++ {
+			u, err := url.Parse(a.Upstreams.URL(i))
+			if err == nil {
+				up, err = p.client.upstream(u)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("proxy: app %q: failover upstream %d: %w", a.Name, i, err)
+			}
+			a.ups = append(a.ups, up)
+		}
 	}
 	p.ids.init()
 	p.metrics = opts.Metrics
@@ -261,6 +288,7 @@ func New(opts Options) (*Proxy, error) {
 			tkt: prometheus.NewDesc("wxproxy_ticket_ttl_seconds", "Seconds each held ticket has left (0 = none).", []string{"app", "type"}, nil),
 			brk: prometheus.NewDesc("wxproxy_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", []string{"app"}, nil),
 			buf: prometheus.NewDesc("wxproxy_buffered_body_bytes", "Bytes of request bodies held for replay right now (bounded by max_buffered_bytes).", nil, nil),
+			up:  prometheus.NewDesc("wxproxy_upstream_up", "Whether an upstream of the app is up (1) or marked down (0).", []string{"app", "upstream"}, nil),
 		}
 		if err := opts.Registry.Register(g); err != nil {
 			return nil, fmt.Errorf("proxy: register gauges: %w", err)
@@ -416,6 +444,9 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 	}
 	if app != nil && !key.mayUse(app.Name) {
 		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
+	}
+	if !key.mayCall(r.api) {
+		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not call this API (see callers.keys[].apis)"}
 	}
 	switch kind := classifyPath(r.api); kind {
 	case pathToken, pathStableToken, pathGetToken:

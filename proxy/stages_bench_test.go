@@ -82,7 +82,7 @@ func BenchmarkStage(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			req.Reset()
-			p.buildRequest(r, req)
+			p.buildRequest(r, req, r.app.up)
 		}
 	})
 	resp := fasthttp.AcquireResponse()

@@ -18,6 +18,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -105,6 +106,10 @@ type Limiter struct {
 	cfg   atomic.Pointer[config]
 	token string // store key of the token-fetch budget
 	day   atomic.Pointer[dayCache]
+
+	updMu    sync.Mutex                             // serialises Update (reloads and quota syncs)
+	settings atomic.Pointer[Settings]               // as last given to Update, before adoption
+	wechat   atomic.Pointer[map[string]WeChatQuota] // WeChat's figures by canonical API (SyncWeChat)
 }
 
 // config is Settings compiled for the hot path; Update replaces it whole.
@@ -159,6 +164,15 @@ func New(s Settings, opts Options) *Limiter {
 // case, no trailing slash); of keys that collide, one already canonical
 // wins, else the first in sort order.
 func (l *Limiter) Update(s Settings) {
+	l.updMu.Lock()
+	defer l.updMu.Unlock()
+	l.update(s)
+}
+
+// update is Update with updMu held.
+func (l *Limiter) update(s Settings) {
+	given := s
+	l.settings.Store(&given)
 	if s.Location == nil {
 		s.Location = time.FixedZone("UTC+8", 8*3600)
 	}
@@ -182,7 +196,7 @@ func (l *Limiter) Update(s Settings) {
 		add(canonical(api), s.Default, false)
 	}
 	for api, lim := range apis {
-		add(api, lim, true)
+		add(api, l.adopt(api, lim), true)
 	}
 	// Other is not remembered: one unknown API's 45009 would otherwise
 	// block every unknown API until midnight.
@@ -375,6 +389,10 @@ type Usage struct {
 	UsedDay        int64      `json:"used_day"`
 	UpstreamLimit  string     `json:"upstream_exhausted,omitempty"` // "45009" or "45011" while remembered
 	UpstreamResets *time.Time `json:"upstream_resets_at,omitempty"`
+	// WeChat is what /cgi-bin/openapi/quota/get last said of the API
+	// (quotas.sync_from_wechat); PerDay is its daily limit when none is
+	// configured.
+	WeChat *WeChatQuota `json:"wechat,omitempty"`
 }
 
 // Usage reports every configured API, and every well-known API and Other
@@ -384,9 +402,16 @@ func (l *Limiter) Usage(ctx context.Context) ([]Usage, error) {
 	c := l.cfg.Load()
 	now := l.now()
 	day := now.In(c.s.Location).Format(time.DateOnly)
+	var wq map[string]WeChatQuota
+	if m := l.wechat.Load(); m != nil {
+		wq = *m
+	}
 	out := make([]Usage, 0, len(c.s.APIs)+1)
 	for _, q := range append(slices.Collect(maps.Values(c.quotas)), c.other) {
 		u := Usage{API: q.api, PerMinute: q.lim.PerMinute, PerDay: q.lim.PerDay, Burst: q.lim.Burst}
+		if w, ok := wq[q.api]; ok && q.configured {
+			u.WeChat = &w
+		}
 		var err error
 		if u.UsedMinute, u.UsedDay, err = l.store.Used(ctx, q.key, now, day); err != nil {
 			return nil, err

@@ -8,6 +8,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/wxproxy/wxproxy/admin"
 	"github.com/wxproxy/wxproxy/config"
+	"github.com/wxproxy/wxproxy/failover"
 	"github.com/wxproxy/wxproxy/fleet"
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
@@ -47,6 +49,8 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *proxy.Metrics
 
+	certs     *certs                // caller-port TLS; nil = plain HTTP
+	fetch     *http.Client          // token fetches and quota syncs (upstream_proxy, no redirects)
 	rdb       redis.UniversalClient // store.kind redis; nil otherwise
 	fleet     *proxy.BreakerFleet   // breaker fleet view; nil without Redis
 	replicas  *fleet.Replicas       // replica registry; nil without Redis
@@ -64,11 +68,12 @@ type Server struct {
 
 // appState is what the server keeps per app.
 type appState struct {
-	cfg     config.App
-	cache   *token.Cache
-	tickets *token.Tickets
-	limiter *ratelimit.Limiter
-	breaker *proxy.Breaker
+	cfg       config.App
+	cache     *token.Cache
+	tickets   *token.Tickets
+	limiter   *ratelimit.Limiter
+	breaker   *proxy.Breaker
+	upstreams *failover.Set // the upstream and its failover list, in order
 }
 
 // New builds a Server from cfg. It starts nothing and binds nothing; Run
@@ -109,12 +114,19 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		s.replicas = fleet.NewReplicas(rdb, prefix, fleet.Replica{Replica: s.replica, Started: time.Now().UTC(), Apps: names})
 	}
+	if cfg.TLS.Enabled() {
+		var err error
+		if s.certs, err = newCerts(cfg.TLS, log); err != nil {
+			return nil, err
+		}
+	}
 	transport := proxy.TransportOptions{Timeout: cfg.UpstreamTimeout, Proxy: cfg.UpstreamProxy}
 	fetchTransport, err := proxy.NewTransport(transport)
 	if err != nil {
 		return nil, fmt.Errorf("upstream_proxy: %w", err)
 	}
 	fetchClient := &http.Client{Transport: fetchTransport, Timeout: cfg.UpstreamTimeout}
+	s.fetch = fetchClient
 	var papps []*proxy.App
 	for _, a := range cfg.Apps {
 		up, err := url.Parse(a.Upstream)
@@ -123,10 +135,29 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		mode := tokenMode(a)
 		limiter := ratelimit.New(quotaSettings(a.Quotas), ratelimit.Options{Name: a.Name, Store: quotaStore})
+		upstreams, err := failover.New(failover.Options{
+			URLs:     append([]string{up.String()}, a.Failover...),
+			Settings: failoverSettings(a.Breaker),
+			OnChange: func(i int, isUp bool) {
+				state := "down"
+				if isUp {
+					state = "up"
+				}
+				log.Warn("upstream changed state", "app", a.Name, "upstream", upstreamURL(a, i), "state", state)
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		fetcher := &token.HTTPFetcher{Mode: mode, Upstream: a.Upstream, AppID: a.AppID, Secret: a.Secret, Client: fetchClient}
+		if len(a.Failover) > 0 {
+			fetcher.Failover = upstreams
+			fetcher.OnFailover = func(from, to string) { s.metrics.Failover(a.Name, from, to) }
+		}
 		cache, err := token.New(token.Options{
 			App:           a.Name,
 			Mode:          mode,
-			Fetcher:       &token.HTTPFetcher{Mode: mode, Upstream: a.Upstream, AppID: a.AppID, Secret: a.Secret, Client: fetchClient},
+			Fetcher:       fetcher,
 			Store:         store,
 			Key:           storeKey(mode, a),
 			RefreshBefore: a.RefreshBefore,
@@ -145,7 +176,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		tickets, err := s.newTickets(a, cache, store, fetchClient)
+		var ticketUpstreams *failover.Set
+		if len(a.Failover) > 0 {
+			ticketUpstreams = upstreams
+		}
+		tickets, err := s.newTickets(a, cache, store, fetchClient, ticketUpstreams)
 		if err != nil {
 			return nil, err
 		}
@@ -155,9 +190,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 				s.fleet.Poke()
 			}
 		})
-		s.apps = append(s.apps, &appState{cfg: a, cache: cache, tickets: tickets, limiter: limiter, breaker: breaker})
+		s.apps = append(s.apps, &appState{cfg: a, cache: cache, tickets: tickets, limiter: limiter, breaker: breaker, upstreams: upstreams})
 		papps = append(papps, &proxy.App{Name: a.Name, Kind: a.Kind, AppID: a.AppID, Secret: a.Secret, Upstream: up,
-			Tokens: cache, Quotas: limiter, Breaker: breaker, TokenWait: a.TokenWait, Tickets: tickets, AgentID: a.AgentID})
+			Tokens: cache, Quotas: limiter, Breaker: breaker, TokenWait: a.TokenWait, Tickets: tickets, AgentID: a.AgentID, Upstreams: upstreams})
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(a.Quotas.APIs)))
 	}
 	callerClient, err := proxy.NewClient(transport)
@@ -191,7 +226,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	for _, a := range s.apps {
 		s.adminApps = append(s.adminApps, admin.App{Name: a.cfg.Name, Kind: a.cfg.Kind, AppID: a.cfg.AppID,
-			TokenMode: string(tokenMode(a.cfg)), Tokens: a.cache, Breaker: a.breaker, Quotas: a.limiter, Tickets: a.tickets})
+			TokenMode: string(tokenMode(a.cfg)), Tokens: a.cache, Breaker: a.breaker, Quotas: a.limiter, Tickets: a.tickets,
+			Upstreams: upstreamStates(a)})
 	}
 	var breakers admin.Fleet
 	var replicas func(context.Context) ([]fleet.Replica, error)
@@ -223,7 +259,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 // through the store like the token (fleet-wide single fetch, reused after a
 // restart), and never registered for scrubbing: tickets are not secrets,
 // pages need them.
-func (s *Server) newTickets(a config.App, tokens *token.Cache, store token.Store, client *http.Client) (*token.Tickets, error) {
+func (s *Server) newTickets(a config.App, tokens *token.Cache, store token.Store, client *http.Client, upstreams *failover.Set) (*token.Tickets, error) {
 	cfg := s.config0()
 	held := make([]token.TicketType, len(a.Tickets))
 	for i, t := range a.Tickets {
@@ -236,12 +272,12 @@ func (s *Server) newTickets(a config.App, tokens *token.Cache, store token.Store
 		return token.New(token.Options{
 			App:           a.Name,
 			Kind:          &kind,
-			Fetcher:       &token.TicketSource{Type: typ, Upstream: a.Upstream, Tokens: tokens, Client: client},
+			Fetcher:       &token.TicketSource{Type: typ, Upstream: a.Upstream, Failover: upstreams, Tokens: tokens, Client: client},
 			Store:         store,
 			Key:           ticketKey(typ, a),
 			RefreshBefore: a.RefreshBefore,
 			FetchTimeout:  timeout,
-			LockTTL:       timeout + 5*time.Second,
+			LockTTL:       cfg.Store.Redis.LockLease, // a lease its holder renews, as for the token
 			Location:      a.Quotas.Location,
 			Logger:        s.log.With("ticket", string(typ)),
 			OnRefresh:     func(r token.Reason, err error) { s.metrics.TicketRefreshed(a.Name, typ, r, err) },
@@ -275,6 +311,41 @@ func quotaSettings(q config.Quotas) ratelimit.Settings {
 	}
 }
 
+// failoverSettings marks an upstream down after the breaker's count of
+// consecutive failures and probes it after its open_timeout (SPEC §14).
+func failoverSettings(b config.Breaker) failover.Settings {
+	return failover.Settings{Failures: b.ConsecutiveFailures, OpenTimeout: b.OpenTimeout}
+}
+
+// upstreamURL names upstream i of app a, as configured.
+func upstreamURL(a config.App, i int) string {
+	if i == 0 {
+		return a.Upstream
+	}
+	return a.Failover[i-1]
+}
+
+// upstreamStates shows the upstreams of an app on the admin API: with a
+// failover list, each one's health; with one upstream, it is down while
+// the app's breaker is open.
+func upstreamStates(a *appState) func() []failover.State {
+	return func() []failover.State {
+		if len(a.cfg.Failover) > 0 {
+			return a.upstreams.States()
+		}
+		st := failover.State{URL: a.cfg.Upstream, State: "up"}
+		b := a.breaker.State()
+		if b.State != "closed" {
+			st.State, st.Since = "down", b.Since
+			if b.State == "half-open" {
+				st.State = "probing"
+			}
+		}
+		st.ConsecutiveFailures = b.Counts.ConsecutiveFailures
+		return []failover.State{st}
+	}
+}
+
 func breakerSettings(b config.Breaker) proxy.BreakerSettings {
 	return proxy.BreakerSettings{
 		ConsecutiveFailures: b.ConsecutiveFailures, FailureRatio: b.FailureRatio, MinRequests: b.MinRequests,
@@ -292,7 +363,7 @@ func (s *Server) access(c config.Callers) proxy.Access {
 	}
 	a := proxy.Access{AllowCIDRs: c.AllowCIDRs}
 	for _, k := range c.Keys {
-		ck := proxy.CallerKey{Name: k.Name, Key: k.Key, Apps: k.Apps}
+		ck := proxy.CallerKey{Name: k.Name, Key: k.Key, Apps: k.Apps, APIs: k.APIs, CertCN: k.CertCN}
 		if k.PerMinute > 0 {
 			set := ratelimit.Settings{Default: ratelimit.Limit{PerMinute: k.PerMinute}}
 			lim := s.callers[k.Name]
@@ -352,6 +423,14 @@ func (s *Server) Reload() ([]string, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.certs != nil && next.TLS.Enabled() {
+		// New certificate files (or the same ones, re-read) apply to the
+		// next handshakes; open connections keep theirs.
+		if err := s.certs.load(next.TLS); err != nil {
+			s.log.Error("reload refused: TLS files do not load; the running configuration stays", "err", err)
+			return nil, err
+		}
+	}
 	restart := s.cfg.ReloadDiff(next)
 	applied := *s.cfg
 	applied.Callers = next.Callers
@@ -363,6 +442,7 @@ func (s *Server) Reload() ([]string, error) {
 		}
 		a.limiter.Update(quotaSettings(na.Quotas))
 		a.breaker.Update(breakerSettings(na.Breaker))
+		a.upstreams.Update(failoverSettings(na.Breaker))
 		applied.Apps[i].Quotas, applied.Apps[i].Breaker = na.Quotas, na.Breaker
 		s.metrics.SetAPIs(slices.Collect(maps.Keys(na.Quotas.APIs)))
 	}
@@ -438,6 +518,17 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 		wg.Go(func() { a.cache.Run(bg) })
 		wg.Go(func() { a.tickets.Run(bg) })
 	}
+	for _, a := range s.apps {
+		qs := &quotaSync{log: s.log, app: a, client: s.fetch, now: time.Now, rdb: s.rdb,
+			prefix: s.config().Store.Redis.KeyPrefix, replica: s.replica,
+			interval: func() time.Duration {
+				if c, ok := s.config().App(a.cfg.Name); ok {
+					return c.Quotas.SyncFromWeChat
+				}
+				return 0
+			}}
+		wg.Go(func() { qs.run(bg) })
+	}
 	if s.fleet != nil {
 		wg.Go(func() {
 			s.fleet.Run(bg, func() []proxy.BreakerInfo { return admin.LocalBreakers(s.adminApps, s.replica) })
@@ -447,10 +538,15 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 			wg.Go(func() { checkNotCluster(bg, s.rdb, s.log) })
 		}
 	}
+	caller := ls.caller
+	if s.certs != nil {
+		caller = tls.NewListener(caller, s.certs.config())
+		wg.Go(func() { s.certs.watch(bg, certWatchEvery) })
+	}
 	errc := make(chan error, 2)
-	go func() { errc <- s.proxy.Serve(ls.caller) }()
+	go func() { errc <- s.proxy.Serve(caller) }()
 	go func() { errc <- serveHTTP(s.admin, ls.admin) }()
-	s.log.Info("wxproxy listening", "listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "apps", len(s.apps), "replica", s.replica)
+	s.log.Info("wxproxy listening", "listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "tls", s.certs != nil, "apps", len(s.apps), "replica", s.replica)
 	if ready != nil {
 		ready(ls.caller.Addr(), ls.admin.Addr())
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wxproxy/wxproxy/failover"
 	"github.com/wxproxy/wxproxy/wechat"
 )
 
@@ -29,29 +30,66 @@ type HTTPFetcher struct {
 	Secret   string // corpsecret for WeCom
 	Client   *http.Client
 	Now      func() time.Time // default time.Now
+	// Failover, if set, replaces Upstream: each fetch goes to the first of
+	// its upstreams that is up, and to the next one at once when it could
+	// not connect (SPEC §14). A fetch that may have reached WeChat is never
+	// sent again. Transport errors, HTTP 5xx and errcode -1 count against
+	// the upstream, as the proxy's requests do; the Set is shared with them.
+	Failover *failover.Set
+	// OnFailover, if set, is told when a fetch moves from one upstream to
+	// another (for wxproxy_failovers_total).
+	OnFailover func(from, to string)
 }
 
 // Fetch gets a token. force asks for a forced refresh and only means
 // something in Stable mode.
 func (f *HTTPFetcher) Fetch(ctx context.Context, force bool) (Token, error) {
-	req, err := f.request(ctx, force)
-	if err != nil {
-		return Token{}, fmt.Errorf("token: build %s request: %w", f.Mode, err)
+	if f.Failover == nil {
+		t, _, err := f.fetch(ctx, f.Upstream, force)
+		return t, err
 	}
-	body, err := send(f.Client, req, string(f.Mode)+" token")
-	if err != nil {
-		return Token{}, err
+	var t Token
+	err := f.Failover.Do(func(base string) (failover.Outcome, error) {
+		var o failover.Outcome
+		var err error
+		t, o, err = f.fetch(ctx, base, force)
+		return o, err
+	}, f.onFailover)
+	return t, err
+}
+
+func (f *HTTPFetcher) onFailover(from, to int) {
+	if f.OnFailover != nil {
+		f.OnFailover(f.Failover.URL(from), f.Failover.URL(to))
 	}
-	return parseAnswer(body, f.now())
+}
+
+// fetch gets a token from the upstream at base and says what the call
+// showed of that upstream.
+func (f *HTTPFetcher) fetch(ctx context.Context, base string, force bool) (Token, failover.Outcome, error) {
+	req, err := f.request(ctx, base, force)
+	if err != nil {
+		return Token{}, failover.Neutral, fmt.Errorf("token: build %s request: %w", f.Mode, err)
+	}
+	body, o, err := send(ctx, f.Client, req, string(f.Mode)+" token")
+	if err != nil {
+		return Token{}, o, err
+	}
+	t, err := parseAnswer(body, f.now())
+	if code, ok := wechat.ScanErrcode(body); ok && code == wechat.CodeSystemError {
+		return t, failover.Failure, err
+	}
+	return t, failover.Success, err
 }
 
 // send makes one request to a WeChat endpoint with client (nil: a zero
-// http.Client) and returns the answer's body, at most maxTokenAnswer bytes.
-// A redirect would re-send the credential in the request wherever it
-// points: none is followed, whatever client was given; a 3xx, like any
-// status but 200, is a failed fetch. Errors name what was fetched and never
-// the URL's credentials.
-func send(c *http.Client, req *http.Request, what string) ([]byte, error) {
+// http.Client) and returns the answer's body, at most maxTokenAnswer bytes,
+// and what the call showed of the upstream (for failover). A redirect would
+// re-send the credential in the request wherever it points: none is
+// followed, whatever client was given; a 3xx, like any status but 200, is a
+// failed fetch. Errors name what was fetched and never the URL's
+// credentials.
+func send(ctx context.Context, c *http.Client, req *http.Request, what string) ([]byte, failover.Outcome, error) {
 	var client http.Client
 	if c != nil {
 		client = *c
@@ -59,17 +97,25 @@ func send(c *http.Client, req *http.Request, what string) ([]byte, error) {
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("token: fetch %s: %w", what, wechat.RedactError(err))
+		o := failover.Failure
+		if ctx.Err() != nil {
+			o = failover.Neutral
+		}
+		return nil, o, fmt.Errorf("token: fetch %s: %w", what, wechat.RedactError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswer))
 	if err != nil {
-		return nil, fmt.Errorf("token: read %s answer: %w", what, wechat.RedactError(err))
+		return nil, failover.Failure, fmt.Errorf("token: read %s answer: %w", what, wechat.RedactError(err))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("token: fetch %s: upstream HTTP %d", what, resp.StatusCode)
+		o := failover.Success // WeChat answered (a redirect, a 4xx)
+		if resp.StatusCode >= 500 {
+			o = failover.Failure
+		}
+		return nil, o, fmt.Errorf("token: fetch %s: upstream HTTP %d", what, resp.StatusCode)
 	}
-	return body, nil
+	return body, failover.Success, nil
 }
 
 func (f *HTTPFetcher) now() time.Time {
@@ -79,8 +125,8 @@ func (f *HTTPFetcher) now() time.Time {
 	return time.Now()
 }
 
-func (f *HTTPFetcher) request(ctx context.Context, force bool) (*http.Request, error) {
-	base := strings.TrimRight(f.Upstream, "/")
+func (f *HTTPFetcher) request(ctx context.Context, base string, force bool) (*http.Request, error) {
+	base = strings.TrimRight(base, "/")
 	switch f.Mode {
 	case Stable:
 		body, err := json.Marshal(struct {

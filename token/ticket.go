@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wxproxy/wxproxy/failover"
 	"github.com/wxproxy/wxproxy/wechat"
 )
 
@@ -81,6 +82,9 @@ const maxTicketLen = 1024
 type TicketSource struct {
 	Type     TicketType
 	Upstream string // base URL, e.g. https://api.weixin.qq.com
+	// Failover, if set, replaces Upstream: each fetch goes to the first of
+	// the app's upstreams that is up, as the app's token fetches do.
+	Failover *failover.Set
 	Tokens   AccessTokens
 	Client   *http.Client
 	Now      func() time.Time // default time.Now
@@ -107,30 +111,51 @@ func (s *TicketSource) Fetch(ctx context.Context, _ bool) (Token, error) {
 	return s.fetch(ctx, fresh.Value)
 }
 
-// fetch asks WeChat for the ticket with the access token tok.
+// fetch asks WeChat for the ticket with the access token tok, at the first
+// upstream that is up when the source has a failover list.
 func (s *TicketSource) fetch(ctx context.Context, tok string) (Token, error) {
+	if s.Failover == nil {
+		t, _, err := s.fetchAt(ctx, s.Upstream, tok)
+		return t, err
+	}
+	var t Token
+	err := s.Failover.Do(func(base string) (failover.Outcome, error) {
+		var o failover.Outcome
+		var err error
+		t, o, err = s.fetchAt(ctx, base, tok)
+		return o, err
+	}, nil)
+	return t, err
+}
+
+// fetchAt asks the upstream at base for the ticket.
+func (s *TicketSource) fetchAt(ctx context.Context, base, tok string) (Token, failover.Outcome, error) {
 	path, typ, err := TicketPath(s.Type)
 	if err != nil {
-		return Token{}, err
+		return Token{}, failover.Neutral, err
 	}
 	q := "access_token=" + url.QueryEscape(tok)
 	if typ != "" {
 		q += "&type=" + typ
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.Upstream, "/")+path+"?"+q, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+path+"?"+q, nil)
 	if err != nil {
-		return Token{}, fmt.Errorf("token: build %s ticket request: %w", s.Type, wechat.RedactError(err))
+		return Token{}, failover.Neutral, fmt.Errorf("token: build %s ticket request: %w", s.Type, wechat.RedactError(err))
 	}
 	what := string(s.Type) + " ticket"
-	body, err := send(s.Client, req, what)
+	body, o, err := send(ctx, s.Client, req, what)
 	if err != nil {
-		return Token{}, err
+		return Token{}, o, err
 	}
 	now := time.Now()
 	if s.Now != nil {
 		now = s.Now()
 	}
-	return parseTicket(body, now, what)
+	t, err := parseTicket(body, now, what)
+	if code, ok := wechat.ScanErrcode(body); ok && code == wechat.CodeSystemError {
+		return t, failover.Failure, err
+	}
+	return t, failover.Success, err
 }
 
 // TicketPath returns the WeChat path and type parameter ("" for none) that

@@ -36,6 +36,9 @@ type Fault struct {
 	Redirect    string        // answer a redirect to this URL; "" = none
 	Count       int           // calls that get the fault; 0 = every call until cleared
 	Probability float64       // chance in [0, 1] that a matching call gets it; see AddFault
+	// Listener, if set, limits the fault to calls on that listener
+	// (0-based, see Server.Listener); nil = every listener.
+	Listener *int
 }
 
 // faultJSON is the wire form of Fault in the control API.
@@ -48,12 +51,13 @@ type faultJSON struct {
 	Redirect    string   `json:"redirect,omitempty"`
 	Count       int      `json:"count"`
 	Probability *float64 `json:"probability,omitempty"`
+	Listener    *int     `json:"listener,omitempty"`
 	Left        *int64   `json:"left,omitempty"` // answers only: applications remaining when count > 0
 }
 
 func (f Fault) wire() faultJSON {
 	p := f.Probability
-	j := faultJSON{Path: f.Path, Status: f.Status, Errcode: f.Errcode, Drop: f.Drop, Redirect: f.Redirect, Count: f.Count, Probability: &p}
+	j := faultJSON{Path: f.Path, Status: f.Status, Errcode: f.Errcode, Drop: f.Drop, Redirect: f.Redirect, Count: f.Count, Probability: &p, Listener: f.Listener}
 	if f.Latency > 0 {
 		j.Latency = f.Latency.String()
 	}
@@ -69,7 +73,7 @@ func parseFault(body []byte) (Fault, error) {
 	if err := dec.Decode(&j); err != nil {
 		return Fault{}, fmt.Errorf("fault: %w", err)
 	}
-	f := Fault{Path: j.Path, Status: j.Status, Errcode: j.Errcode, Drop: j.Drop, Redirect: j.Redirect, Count: j.Count, Probability: 1}
+	f := Fault{Path: j.Path, Status: j.Status, Errcode: j.Errcode, Drop: j.Drop, Redirect: j.Redirect, Count: j.Count, Probability: 1, Listener: j.Listener}
 	if j.Probability != nil {
 		f.Probability = *j.Probability
 	}
@@ -99,6 +103,8 @@ func (f Fault) validate() error {
 		return errors.New("fault: latency: must be >= 0")
 	case f.Count < 0:
 		return errors.New("fault: count: must be >= 0")
+	case f.Listener != nil && *f.Listener < 0:
+		return errors.New("fault: listener: must be >= 0")
 	case f.Probability < 0 || f.Probability > 1 || f.Probability != f.Probability:
 		return errors.New("fault: probability: must be within [0, 1]")
 	case !f.Drop && f.Redirect == "" && f.Latency == 0 && f.Errcode == 0 && (f.Status == 0 || f.Status == http.StatusOK):
@@ -183,16 +189,16 @@ func (fl *faultList) all() []faultJSON {
 	return out
 }
 
-// match returns the first fault that applies to a call of path, consuming
-// one of its count; a fault that loses its probability roll or has used up
-// its count lets the next one be considered.
-func (fl *faultList) match(path string) *fault {
+// match returns the first fault that applies to a call of path on
+// listener, consuming one of its count; a fault that loses its probability
+// roll or has used up its count lets the next one be considered.
+func (fl *faultList) match(path string, listener int) *fault {
 	p := fl.list.Load()
 	if p == nil {
 		return nil
 	}
 	for _, f := range *p {
-		if f.Path != "*" && f.Path != path {
+		if f.Path != "*" && f.Path != path || f.Listener != nil && *f.Listener != listener {
 			continue
 		}
 		if f.Probability < 1 && rand.Float64() >= f.Probability {

@@ -224,8 +224,30 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP answers the WeChat endpoints and, under /sim/, the control API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP answers the WeChat endpoints and, under /sim/, the control API,
+// as listener 0.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serve(w, r, 0) }
+
+// Listener returns the handler of listener n (0-based): one more address
+// of the same WeChat (api, api2, ...), sharing every state with the
+// others (a token minted on one works on all), and getting only the faults
+// that name no listener or this one (Fault.Listener). Listener(0) is the
+// Server itself.
+func (s *Server) Listener(n int) http.Handler {
+	if n == 0 {
+		return s
+	}
+	return listenerHandler{s, n}
+}
+
+type listenerHandler struct {
+	s *Server
+	n int
+}
+
+func (h listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.s.serve(w, r, h.n) }
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, listener int) {
 	st := s.st.Load()
 	path := r.URL.Path
 	if path == "/sim" || strings.HasPrefix(path, "/sim/") {
@@ -235,7 +257,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.stats.apiCalls.add(path, 1)
 	c := s.calls.Get().(*call)
 	c.begin(w, r, st.now())
-	s.serveWeChat(st, c, r)
+	s.serveWeChat(st, c, r, listener)
 	if !c.quiet {
 		c.drain()
 		st.ridLog.record(c, st.now())
@@ -245,13 +267,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveWeChat answers a call to a WeChat endpoint.
-func (s *Server) serveWeChat(st *state, w *call, r *http.Request) {
+func (s *Server) serveWeChat(st *state, w *call, r *http.Request, listener int) {
 	path := r.URL.Path
 	if s.latency > 0 && !sleep(r, s.latency) {
 		w.quiet = true
 		return
 	}
-	if f := st.faults.match(path); f != nil {
+	if f := st.faults.match(path, listener); f != nil {
 		if done := s.applyFault(st, f, w, r); done {
 			return
 		}

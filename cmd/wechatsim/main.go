@@ -1,11 +1,14 @@
 // Command wechatsim serves the WeChat API simulator of package wechatsim on
 // its own port, for integration tests of anything that talks to WeChat:
 //
-//	wechatsim [-listen ADDR] [-config FILE] [-app APPID:SECRET]... [-wecom CORPID:SECRET]...
+//	wechatsim [-listen ADDR]... [-config FILE] [-app APPID:SECRET]... [-wecom CORPID:SECRET]...
 //	          [-latency D] [-token-ttl D] [-ticket-grace D] [-rid-records N]
 //
-// It prints "wechatsim listening on http://ADDR" once it accepts connections
-// and stops gracefully on SIGINT or SIGTERM.
+// It prints "wechatsim listening on http://ADDR" for each listener, in the
+// order of the -listen flags, once it accepts connections, and stops
+// gracefully on SIGINT or SIGTERM. Repeated -listen flags serve one WeChat
+// on several addresses (api, api2, ...): they share every state, and a
+// fault may name one listener by its 0-based index ("listener": N).
 package main
 
 import (
@@ -45,7 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("wechatsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		listen     = fs.String("listen", "127.0.0.1:8081", "listen `address`")
+		listens    listenFlag
 		config     = fs.String("config", "", "YAML configuration `file` (apps, quotas, latency, token_ttl, rid_records)")
 		latency    = fs.Duration("latency", 0, "added to every WeChat answer, e.g. 20ms")
 		tokenTTL   = fs.Duration("token-ttl", 0, "expires_in of new tokens (default 7200s)")
@@ -55,6 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		corps      appFlag
 	)
 	apps.kind, corps.kind = wechatsim.KindOfficial, wechatsim.KindWeCom
+	fs.Var(&listens, "listen", "listen `address` (repeatable: listeners 0, 1, ... of one WeChat; default 127.0.0.1:8081)")
 	fs.Var(&apps, "app", "official account or mini program `APPID:SECRET` (repeatable)")
 	fs.Var(&corps, "wecom", "WeCom app `CORPID:SECRET` (repeatable; one per agent secret)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
@@ -95,14 +99,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
+	if len(listens) == 0 {
+		listens = listenFlag{"127.0.0.1:8081"}
 	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	fmt.Fprintf(stdout, "wechatsim listening on http://%s\n", ln.Addr())
+	var lns []net.Listener
+	for _, addr := range listens {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return err
+		}
+		lns = append(lns, ln)
+	}
+	srvs := make([]*http.Server, len(lns))
+	served := make(chan error, len(lns))
+	for i, ln := range lns {
+		srvs[i] = &http.Server{Handler: sim.Listener(i), ReadHeaderTimeout: 10 * time.Second}
+		go func() { served <- srvs[i].Serve(ln) }()
+	}
+	for _, ln := range lns {
+		fmt.Fprintf(stdout, "wechatsim listening on http://%s\n", ln.Addr())
+	}
 	for _, a := range opts.Apps {
 		kind := a.Kind
 		if kind == "" {
@@ -113,17 +132,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	select {
 	case err := <-served:
+		for _, srv := range srvs {
+			srv.Close()
+		}
 		return err // Serve failed on its own; ErrServerClosed cannot happen here
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	var errs []error
+	for _, srv := range srvs {
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown: %w", err))
+		}
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for range srvs {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
 	}
+	return errors.Join(errs...)
+}
+
+// listenFlag collects repeated -listen addresses.
+type listenFlag []string
+
+func (f *listenFlag) String() string { return strings.Join(*f, ",") }
+
+func (f *listenFlag) Set(v string) error {
+	*f = append(*f, v)
 	return nil
 }
 

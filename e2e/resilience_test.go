@@ -1,0 +1,442 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxproxy/wxproxy/internal/testpki"
+)
+
+const (
+	resAppID  = "wx7777777777777777"
+	resSecret = "resilience-secret-0123456789abcd"
+)
+
+// startSimListeners runs one wechatsim on n loopback listeners and returns
+// their URLs, in order (listener 0 first).
+func startSimListeners(tb testing.TB, n int, args ...string) (*proc, []string) {
+	tb.Helper()
+	build(tb)
+	var urls []string
+	var listen []string
+	for range n {
+		listen = append(listen, "-listen", "127.0.0.1:0")
+	}
+	p := start(tb, bins.wechatsi, append(listen, args...), nil, func(line string) bool {
+		if _, after, ok := strings.Cut(line, "wechatsim listening on "); ok {
+			urls = append(urls, strings.TrimSpace(after))
+		}
+		return len(urls) == n
+	})
+	return p, urls
+}
+
+// deadURL is the URL of a loopback port nobody listens on.
+func deadURL(tb testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return "http://" + ln.Addr().String()
+}
+
+func postJSON(tb testing.TB, client *http.Client, url, body string, hdr ...string) (int, http.Header, []byte) {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// TestFailoverE2E: one simulator on two listeners (shared state) behind a
+// primary that refuses connections. Requests and the token fetch fail over
+// at once; a fault on listener 0 moves traffic to listener 1 without
+// sending any request twice under load; /admin/apps and the metrics show
+// it.
+func TestFailoverE2E(t *testing.T) {
+	_, sims := startSimListeners(t, 2, "-app", resAppID+":"+resSecret)
+	dead := deadURL(t)
+	cfg := fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+apps:
+  - name: main
+    appid: %s
+    secret: %s
+    upstream: %s
+    failover: [%s, %s]
+    breaker: {consecutive_failures: 3, open_timeout: 1h}
+`, resAppID, resSecret, dead, sims[0], sims[1])
+	w := startProxy(t, t.TempDir(), cfg)
+	for i := range 5 {
+		if code, _, b := postJSON(t, http.DefaultClient, w.url+"/cgi-bin/message/custom/send", "{}", "X-Request-Id", fmt.Sprint("warm-", i)); code != 200 {
+			t.Fatalf("through failover: %d %s", code, b)
+		}
+	}
+	// listener 0 now fails with 502; listener 1 is healthy.
+	simPost(t, sims[0], "/sim/faults", `{"path":"/cgi-bin/message/custom/send","status":502,"listener":0}`)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for g := range 6 {
+		wg.Go(func() {
+			for i := range 30 {
+				code, _, _ := postJSON(t, http.DefaultClient, w.url+"/cgi-bin/message/custom/send", "{}", "X-Request-Id", fmt.Sprintf("load-%d-%d", g, i))
+				mu.Lock()
+				codes[code]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if codes[502] > 3+6 || codes[200] < 170 || len(codes) > 2 {
+		t.Errorf("answers %v: want a few 502 from WeChat (never resent) and the rest 200 from listener 1", codes)
+	}
+	st := (&sim{url: sims[0]}).stats(t)
+	if len(st.Duplicates) != 0 {
+		t.Errorf("duplicate_request_ids = %v", st.Duplicates)
+	}
+	_, _, b := get(t, w.admin+"/admin/apps")
+	var apps []struct {
+		Breaker   string `json:"breaker"`
+		Upstreams []struct {
+			URL   string `json:"url"`
+			State string `json:"state"`
+		} `json:"upstreams"`
+	}
+	if err := json.Unmarshal(b, &apps); err != nil || len(apps) != 1 || len(apps[0].Upstreams) != 3 {
+		t.Fatalf("/admin/apps: %s", b)
+	}
+	var states []string
+	for _, u := range apps[0].Upstreams {
+		states = append(states, u.State)
+	}
+	if got := strings.Join(states, ","); got != "down,down,up" || apps[0].Breaker != "closed" {
+		t.Errorf("upstreams %s breaker %s, want down,down,up and closed", got, apps[0].Breaker)
+	}
+	_, _, m := get(t, w.admin+"/metrics")
+	for _, want := range []string{
+		fmt.Sprintf(`wxproxy_upstream_up{app="main",upstream=%q} 0`, dead),
+		fmt.Sprintf(`wxproxy_upstream_up{app="main",upstream=%q} 1`, sims[1]),
+		fmt.Sprintf(`wxproxy_failovers_total{app="main",from=%q,to=%q}`, dead, sims[0]),
+		// Later requests skip both down upstreams: counted from the
+		// primary they would have used.
+		fmt.Sprintf(`wxproxy_failovers_total{app="main",from=%q,to=%q}`, dead, sims[1]),
+	} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(string(m), "wxproxy_failovers_total", "wxproxy_upstream_up"))
+		}
+	}
+}
+
+func simPost(tb testing.TB, base, path, body string) {
+	tb.Helper()
+	if code, _, b := do(tb, http.MethodPost, base+path, body); code != 200 {
+		tb.Fatalf("POST %s: %d %s", path, code, b)
+	}
+}
+
+// TestEgressProxyE2E: with upstream_proxy, the token fetch and every
+// request leave through the proxy; the simulator sees nothing else.
+func TestEgressProxyE2E(t *testing.T) {
+	s := startSim(t, "-app", resAppID+":"+resSecret)
+	var mu sync.Mutex
+	var seen []string
+	fwd := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if !strings.HasPrefix(r.URL.String(), s.url) {
+			http.Error(rw, "not the simulator", http.StatusForbidden) // loopback only
+			return
+		}
+		out, _ := http.NewRequestWithContext(r.Context(), r.Method, r.URL.String(), r.Body)
+		out.Header = r.Header.Clone()
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err != nil {
+			rw.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			rw.Header()[k] = v
+		}
+		rw.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(rw, resp.Body)
+	}))
+	defer fwd.Close()
+	w := startProxy(t, t.TempDir(), fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+upstream_proxy: %s
+apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
+`, fwd.URL, resAppID, resSecret, s.url), "HTTP_PROXY=http://127.0.0.1:1", "HTTPS_PROXY=http://127.0.0.1:1")
+	if code, _, b := postJSON(t, http.DefaultClient, w.url+"/cgi-bin/message/custom/send", "{}"); code != 200 {
+		t.Fatalf("through upstream_proxy: %d %s", code, b)
+	}
+	mu.Lock()
+	got := strings.Join(seen, "; ")
+	mu.Unlock()
+	if !strings.Contains(got, "POST /cgi-bin/stable_token") || !strings.Contains(got, "POST /cgi-bin/message/custom/send") {
+		t.Errorf("the proxy saw %q; want the token fetch and the request", got)
+	}
+	st := s.stats(t)
+	if st.APICalls["/cgi-bin/message/custom/send"] != 1 {
+		t.Errorf("simulator calls %v", st.APICalls)
+	}
+}
+
+// tlsSetup writes a CA, a server certificate and the client CA into dir.
+type tlsSetup struct {
+	ca                *testpki.CA
+	dir               string
+	certFile, keyFile string
+	caFile            string
+}
+
+func newTLSSetup(tb testing.TB) *tlsSetup {
+	tb.Helper()
+	s := &tlsSetup{ca: testpki.NewCA(tb, "wxproxy test CA"), dir: tb.TempDir()}
+	s.certFile, s.keyFile = s.ca.Server(tb).Write(tb, s.dir, "tls")
+	s.caFile = filepath.Join(s.dir, "ca.pem")
+	if err := os.WriteFile(s.caFile, s.ca.PEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// client returns an HTTPS client trusting the test CA, presenting a client
+// certificate with CN cn (none when cn is ""), one connection at a time.
+func (s *tlsSetup) client(tb testing.TB, cn string) *http.Client {
+	cfg := &tls.Config{RootCAs: s.ca.Pool(), MinVersion: tls.VersionTLS12}
+	if cn != "" {
+		cfg.Certificates = []tls.Certificate{s.ca.Client(tb, cn).TLS}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, MaxConnsPerHost: 1, ForceAttemptHTTP2: false}, Timeout: 10 * time.Second}
+}
+
+// TestCallerTLSE2E: the caller port over TLS with client certificates as
+// caller identity and per-key API allowlists; the certificate is rotated on
+// file change and on reload without dropping an open connection.
+func TestCallerTLSE2E(t *testing.T) {
+	s := startSim(t, "-app", resAppID+":"+resSecret)
+	ts := newTLSSetup(t)
+	w := startProxy(t, ts.dir, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, token: admin-token-for-tests}
+tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.pem}
+callers:
+  keys:
+    - {name: billing, cert_cn: billing-svc, apis: ["/cgi-bin/message/**", /cgi-bin/token]}
+    - {name: ops, key: ops-key-0123456789}
+apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
+`, resAppID, resSecret, s.url))
+	base := strings.Replace(w.url, "http://", "https://", 1)
+	billing := ts.client(t, "billing-svc")
+	send := base + "/cgi-bin/message/custom/send"
+	if code, _, b := postJSON(t, billing, send, "{}"); code != 200 {
+		t.Fatalf("billing by certificate: %d %s", code, b)
+	}
+	if code, h, _ := postJSON(t, billing, base+"/cgi-bin/user/get", "{}"); code != 403 || h.Get("X-WXProxy-Error") != "forbidden" {
+		t.Errorf("billing outside its apis: %d %q, want 403 forbidden", code, h.Get("X-WXProxy-Error"))
+	}
+	resp, err := billing.Get(base + "/CGI-BIN/token?grant_type=client_credential&appid=" + resAppID + "&secret=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"access_token":"wxp.main.`) {
+		t.Errorf("token endpoint on the allowlist: %d %s", resp.StatusCode, b)
+	}
+	stranger := ts.client(t, "stranger")
+	if code, _, _ := postJSON(t, stranger, send, "{}"); code != 403 {
+		t.Errorf("unknown certificate CN without a key: %d, want 403", code)
+	}
+	if code, _, b := postJSON(t, stranger, base+"/cgi-bin/user/get", "{}", "X-WXProxy-Key", "ops-key-0123456789"); code != 200 {
+		t.Errorf("ops key over a certificate without a CN rule: %d %s", code, b)
+	}
+	if _, err := ts.client(t, "").Get(send); err == nil {
+		t.Error("a caller without a client certificate completed a request")
+	}
+
+	// Rotation: keep one connection open, replace the files, and watch
+	// new handshakes get the new certificate while the old connection
+	// keeps working.
+	var reused bool
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	doOn := func(c *http.Client) int {
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost, send, strings.NewReader("{}"))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	doOn(billing)
+	serial := func() string {
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(base, "https://"), &tls.Config{RootCAs: ts.ca.Pool(), MinVersion: tls.VersionTLS12,
+			Certificates: []tls.Certificate{ts.ca.Client(t, "billing-svc").TLS}})
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	next := ts.ca.Server(t)
+	next.Write(t, ts.dir, "tls")
+	waitFor(t, 15*time.Second, "the rotated certificate on new handshakes", func() bool { return serial() == next.Serial.String() })
+	if before == next.Serial.String() {
+		t.Fatal("serials do not differ")
+	}
+	if code := doOn(billing); code != 200 || !reused {
+		t.Errorf("after rotation on the open connection: HTTP %d, reused %v", code, reused)
+	}
+	// A reload re-reads the files too.
+	third := ts.ca.Server(t)
+	third.Write(t, ts.dir, "tls")
+	if code, _, b := postJSON(t, http.DefaultClient, w.admin+"/admin/reload", "", "Authorization", "Bearer admin-token-for-tests"); code != 200 {
+		t.Fatalf("reload: %d %s", code, b)
+	}
+	if got := serial(); got != third.Serial.String() {
+		t.Errorf("after reload the certificate is %s, want %s", got, third.Serial)
+	}
+	if code := doOn(billing); code != 200 || !reused {
+		t.Errorf("after reload on the open connection: HTTP %d, reused %v", code, reused)
+	}
+}
+
+// TestWechatAPINodeSDK: the real wechat-api npm client (which forces
+// https://) runs its whole flow against wxproxy's TLS caller port: it
+// fetches /cgi-bin/token (a placeholder answered locally), lists
+// followers and sends a message.
+func TestWechatAPINodeSDK(t *testing.T) {
+	dir, _ := filepath.Abs("sdk/node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "wechat-api")); err != nil {
+		if os.Getenv("WXPROXY_REQUIRE_NODE") == "1" {
+			t.Fatalf("e2e/sdk/node/node_modules missing and WXPROXY_REQUIRE_NODE=1 (run npm ci there): %v", err)
+		}
+		t.Skip("e2e/sdk/node/node_modules missing; run npm ci there")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("WXPROXY_REQUIRE_NODE") == "1" {
+			t.Fatal("node not found and WXPROXY_REQUIRE_NODE=1")
+		}
+		t.Skip("node not found")
+	}
+	s := startSim(t, "-app", resAppID+":"+resSecret)
+	ts := newTLSSetup(t)
+	w := startProxy(t, ts.dir, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+tls: {cert_file: tls.crt, key_file: tls.key}
+apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
+`, resAppID, resSecret, s.url))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "wechat_api_flow.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "WXPROXY_HOST="+strings.TrimPrefix(w.url, "http://"), "APPID="+resAppID, "NODE_EXTRA_CA_CERTS="+ts.caFile)
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("wechat-api flow: %v\n%s%s", err, out, stderr)
+	}
+	var res struct {
+		Token     string `json:"token"`
+		Followers struct {
+			ErrCode int `json:"errcode"`
+			Echo    struct {
+				AppID string `json:"appid"`
+				Path  string `json:"path"`
+			} `json:"echo"`
+		} `json:"followers"`
+		Sent struct {
+			ErrCode int `json:"errcode"`
+			Echo    struct {
+				Method string `json:"method"`
+				Path   string `json:"path"`
+			} `json:"echo"`
+		} `json:"sent"`
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	var last string
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	if err := json.Unmarshal([]byte(last), &res); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	if !strings.HasPrefix(res.Token, "wxp.main.") {
+		t.Errorf("the SDK got token %q, want a wxproxy placeholder", res.Token)
+	}
+	if res.Followers.Echo.AppID != resAppID || res.Followers.Echo.Path != "/cgi-bin/user/get" {
+		t.Errorf("getFollowers answered %+v", res.Followers)
+	}
+	if res.Sent.Echo.Method != "POST" || res.Sent.Echo.Path != "/cgi-bin/message/custom/send" {
+		t.Errorf("sendText answered %+v", res.Sent)
+	}
+	for _, live := range liveTokens(t, s.url) {
+		if strings.Contains(string(out), live) {
+			t.Error("a real token reached the SDK")
+		}
+	}
+}
+
+func liveTokens(tb testing.TB, simURL string) []string {
+	tb.Helper()
+	_, _, b := get(tb, simURL+"/sim/tokens")
+	var m map[string][]string
+	_ = json.Unmarshal(b, &m)
+	var out []string
+	for _, v := range m {
+		out = append(out, v...)
+	}
+	return out
+}
+
+// grepLines returns the lines of s that start with one of prefixes.
+func grepLines(s string, prefixes ...string) string {
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				out = append(out, line)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
