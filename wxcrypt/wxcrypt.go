@@ -32,10 +32,10 @@ import (
 // Errors a caller branches on. They never contain key material or
 // plaintext.
 var (
-	ErrSignature = errors.New("wxcrypt: signature mismatch")       // -40001
-	ErrKey       = errors.New("wxcrypt: invalid EncodingAESKey")   // -40004
+	ErrSignature = errors.New("wxcrypt: signature mismatch")      // -40001
+	ErrKey       = errors.New("wxcrypt: invalid EncodingAESKey")  // -40004
 	ErrReceiveID = errors.New("wxcrypt: receive id not accepted") // -40005
-	ErrDecrypt   = errors.New("wxcrypt: cannot decrypt")           // -40007, -40008, -40010
+	ErrDecrypt   = errors.New("wxcrypt: cannot decrypt")          // -40007, -40008, -40010
 )
 
 // blockSize is WeChat's PKCS#7 block: 32, not AES's 16.
