@@ -110,6 +110,7 @@ func TestDefaults(t *testing.T) {
 				HalfOpenRequests:    1,
 			},
 		}},
+		Callbacks: Callbacks{MaxBodyBytes: 64 * kib, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second},
 	}
 	if got, want := comparable(got), comparable(want); !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", got, want)
