@@ -146,14 +146,12 @@ func (d *decoder) platform(p string, f *platformFile, apps []App, prev []Platfor
 	pl.Token = d.secret(p, "token", f.Token, f.TokenFile, true)
 	pl.EncodingAESKey = d.secret(p, "encoding_aes_key", f.EncodingAESKey, f.EncodingAESKeyFile, true)
 	pl.PreviousEncodingAESKey = d.secret(p, "previous_encoding_aes_key", f.PreviousEncodingAESKey, f.PreviousEncodingAESKeyFile, false)
-	// WriteRedacted's output must parse again: a redacted key is not
-	// checked here (it fails when the platform starts).
-	if pl.EncodingAESKey != "" && pl.EncodingAESKey != Redacted {
+	if pl.EncodingAESKey != "" {
 		if _, err := wxcrypt.DecodeKey(pl.EncodingAESKey); err != nil {
 			d.errorf(d.secretPath(p, "encoding_aes_key"), "must be the 43-character EncodingAESKey of WeChat's console (letters and digits)")
 		}
 	}
-	if pl.PreviousEncodingAESKey != "" && pl.PreviousEncodingAESKey != Redacted {
+	if pl.PreviousEncodingAESKey != "" {
 		if _, err := wxcrypt.DecodeKey(pl.PreviousEncodingAESKey); err != nil {
 			d.errorf(d.secretPath(p, "previous_encoding_aes_key"), "must be a 43-character EncodingAESKey (letters and digits)")
 		}
