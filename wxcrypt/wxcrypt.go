@@ -133,11 +133,23 @@ func (c *Crypter) Sign(timestamp, nonce, encrypted string) string {
 // Verify checks msg_signature in constant time; ErrSignature if it does
 // not match. An empty signature never matches.
 func (c *Crypter) Verify(signature, timestamp, nonce, encrypted string) error {
-	want := c.Sign(timestamp, nonce, encrypted)
+	return same(signature, c.Sign(timestamp, nonce, encrypted))
+}
+
+// same compares a received signature with the expected one in constant
+// time, ignoring the case of its hex digits.
+func same(signature, want string) error {
 	if len(signature) != len(want) || subtle.ConstantTimeCompare([]byte(strings.ToLower(signature)), []byte(want)) != 1 {
 		return ErrSignature
 	}
 	return nil
+}
+
+// VerifyPlain checks the plain signature (sha1 of the sorted token,
+// timestamp and nonce) that WeChat adds to every push and URL check;
+// ErrSignature if it does not match.
+func (c *Crypter) VerifyPlain(signature, timestamp, nonce string) error {
+	return same(signature, Signature(c.token, timestamp, nonce))
 }
 
 // Decrypt returns the message in encrypted (standard padded base64) and
