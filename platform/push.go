@@ -322,4 +322,3 @@ func (p *Platform) Recover(ctx context.Context) (listed, changed int, err error)
 func (p *Platform) StartPush(ctx context.Context) error {
 	return p.call(ctx, pathStartPush, "", map[string]string{"component_appid": p.appid, "component_secret": p.secret}, nil)
 }
-
