@@ -70,9 +70,10 @@ type QuotaSettings struct {
 
 // Options configures the admin handler. Apps and Token are required.
 type Options struct {
-	Apps    []App
-	Replica string // this process, on breaker entries
-	Fleet   Fleet  // nil: /admin/breakers shows this replica only
+	Apps      []App
+	Platforms []Platform // third-party platforms (SPEC §12)
+	Replica   string     // this process, on breaker entries
+	Fleet     Fleet      // nil: /admin/breakers shows this replica only
 	// Token returns the bearer token in force (it may change on reload);
 	// "" refuses every POST.
 	Token    func() string
@@ -114,6 +115,7 @@ func New(o Options) http.Handler {
 	r.Get("/admin/apps", h.apps)
 	r.Get("/admin/breakers", h.breakers)
 	r.Get("/admin/quotas", h.quotas)
+	h.platformRoutes(r)
 	// Go's profiler, for finding where CPU and memory go under load: only
 	// when configured, and behind the bearer token like every admin action
 	// (a heap profile holds memory contents).
@@ -170,6 +172,11 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 				reason += " (last fetch: " + h.o.Scrub(st.LastError.Error()) + ")"
 			}
 			reasons = append(reasons, reason)
+		}
+	}
+	for _, p := range h.o.Platforms {
+		if err := p.Ready(); err != nil {
+			reasons = append(reasons, h.o.Scrub(err.Error()))
 		}
 	}
 	if len(reasons) > 0 {
