@@ -110,7 +110,7 @@ type Platform struct {
 	misses map[string]time.Time
 
 	codeMu sync.Mutex
-	codes  []string // authorization codes exchanged recently
+	codes  []*usedCode // authorization codes exchanged recently, oldest first
 }
 
 // New returns a Platform. It does no I/O; Run loads the stored state.

@@ -197,7 +197,13 @@ func TestChain(t *testing.T) {
 	if got := e.sim.Stats().TokenFetches[merchant].Authorizer; got != fetches {
 		t.Errorf("duplicate push fetched: %d → %d", fetches, got)
 	}
-	_ = res
+	// An SDK exchanging the same code (from its redirect) gets the push's result.
+	if auth, err := p.ExchangeCode(context.Background(), res.AuthorizationCode); err != nil || auth.AppID != merchant {
+		t.Errorf("ExchangeCode after the push = %+v, %v", auth, err)
+	}
+	if got := e.sim.Stats().TokenFetches[merchant].Authorizer; got != fetches {
+		t.Errorf("a second exchange of one code fetched: %d → %d", fetches, got)
+	}
 
 	// Compare-and-refresh: the token dies; concurrent callers cause one fetch.
 	e.sim.Invalidate(merchant)

@@ -91,12 +91,7 @@ func (p *Platform) HandlePush(ctx context.Context, q url.Values, body []byte) er
 		if m.AuthorizerAppID == "" || m.AuthorizationCode == "" {
 			return fmt.Errorf("%w: %s without AuthorizerAppid or AuthorizationCode", ErrBadPush, m.InfoType)
 		}
-		if !p.claimCode(m.AuthorizationCode) {
-			p.log.Info("duplicate authorization push ignored", "authorizer", m.AuthorizerAppID)
-			return nil
-		}
-		if _, err := p.QueryAuth(ctx, m.AuthorizationCode, m.CreateTime); err != nil {
-			p.releaseCode(m.AuthorizationCode)
+		if _, err := p.exchange(ctx, m.AuthorizationCode, m.CreateTime); err != nil {
 			return err
 		}
 		p.log.Info("merchant authorized", "authorizer", m.AuthorizerAppID, "event", m.InfoType)
@@ -175,25 +170,54 @@ func (p *Platform) onUnauthorized(ctx context.Context, m push) error {
 	return nil
 }
 
-// claimCode reports whether code was not exchanged recently, and marks it.
-func (p *Platform) claimCode(code string) bool {
-	p.codeMu.Lock()
-	defer p.codeMu.Unlock()
-	if slices.Contains(p.codes, code) {
-		return false
-	}
-	if p.codes = append(p.codes, code); len(p.codes) > usedCodes {
-		p.codes = p.codes[1:]
-	}
-	return true
+// usedCode is an authorization code exchanged recently and what it gave.
+type usedCode struct {
+	code string
+	auth Authorization
+	done chan struct{} // closed when the exchange ended; auth is then set (AppID "" = failed)
 }
 
-func (p *Platform) releaseCode(code string) {
+// ExchangeCode exchanges an authorization code once, whoever asks first:
+// the authorization push and an SDK's api_query_auth (with the code its
+// redirect carried) both name it, and WeChat accepts it only once. The
+// second asker gets the first one's result.
+func (p *Platform) ExchangeCode(ctx context.Context, code string) (Authorization, error) {
+	return p.exchange(ctx, code, 0)
+}
+
+func (p *Platform) exchange(ctx context.Context, code string, createTime int64) (Authorization, error) {
 	p.codeMu.Lock()
-	defer p.codeMu.Unlock()
-	if i := slices.Index(p.codes, code); i >= 0 {
-		p.codes = slices.Delete(p.codes, i, i+1)
+	for _, u := range p.codes {
+		if u.code == code {
+			p.codeMu.Unlock()
+			select {
+			case <-u.done:
+			case <-ctx.Done():
+				return Authorization{}, ctx.Err()
+			}
+			if u.auth.AppID != "" {
+				return u.auth, nil
+			}
+			return p.exchange(ctx, code, createTime) // the first exchange failed: try again
+		}
 	}
+	u := &usedCode{code: code, done: make(chan struct{})}
+	if p.codes = append(p.codes, u); len(p.codes) > usedCodes {
+		p.codes = p.codes[1:]
+	}
+	p.codeMu.Unlock()
+	auth, err := p.QueryAuth(ctx, code, createTime)
+	p.codeMu.Lock()
+	if err != nil {
+		if i := slices.Index(p.codes, u); i >= 0 {
+			p.codes = slices.Delete(p.codes, i, i+1)
+		}
+	} else {
+		u.auth = auth // read by waiters only after done is closed
+	}
+	p.codeMu.Unlock()
+	close(u.done)
+	return auth, err
 }
 
 // Authorization is what api_query_auth told of a merchant, without its

@@ -215,6 +215,13 @@ func (p *Proxy) servePlatformLocal(r *request, app *App, key *CallerKey) (bool, 
 			return true, &Error{Kind: KindBadRequest, Msg: "api_query_auth needs authorization_code"}
 		}
 		auth, err := pl.cfg.Merchants.QueryAuth(ctx, body.Code)
+		var api *wechat.APIError
+		if errors.As(err, &api) && api.Code != wechat.CodeRefreshTokenInvalid && api.Code != wechat.CodeComponentTicketInvalid && api.Code != wechat.CodeComponentTicketExpired {
+			// WeChat refused the code: its answer, as an SDK expects it.
+			p.answerLocal(r, wechat.Response{ErrCode: api.Code, ErrMsg: api.Msg})
+			r.errcode, r.hasCode = api.Code, true
+			return true, nil
+		}
 		if err != nil {
 			return true, p.platformError(app, err)
 		}

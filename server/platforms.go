@@ -135,7 +135,7 @@ func (m merchants) Merchant(ctx context.Context, appid string) (proxy.TokenSourc
 }
 
 func (m merchants) QueryAuth(ctx context.Context, code string) (proxy.Authorization, error) {
-	a, err := m.p.QueryAuth(ctx, code, 0)
+	a, err := m.p.ExchangeCode(ctx, code)
 	return proxy.Authorization{AppID: a.AppID, ExpiresIn: a.ExpiresIn, FuncInfo: a.FuncInfo}, err
 }
 
