@@ -104,9 +104,9 @@ const (
 type Options struct {
 	Apps           []*App
 	Platforms      []Platform // third-party platforms (SPEC §12); their names share the app namespace
-	DefaultApp     string // app for requests that name none; "" = none
-	MaxBodyBytes   int64  // default 10 MiB
-	RetryBodyBytes int64  // default 2 MiB
+	DefaultApp     string     // app for requests that name none; "" = none
+	MaxBodyBytes   int64      // default 10 MiB
+	RetryBodyBytes int64      // default 2 MiB
 	// MaxBufferedBytes bounds all request bodies buffered at once for
 	// replay; past it bodies stream. Default 256 MiB.
 	MaxBufferedBytes int64

@@ -124,7 +124,7 @@ func TestOpenPlatformChain(t *testing.T) {
 			Component string `json:"component_appid"`
 		} `json:"echo"`
 	}
-	s.get("/cgi-bin/user/get?access_token=" + qa.Info.Token).decode(t, &echo)
+	s.get("/cgi-bin/user/get?access_token="+qa.Info.Token).decode(t, &echo)
 	if echo.Echo.AppID != merchantID || echo.Echo.Component != compID {
 		t.Fatalf("echo = %+v", echo)
 	}
