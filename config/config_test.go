@@ -236,6 +236,9 @@ func exampleEnv() map[string]string {
 		"WECOM_CONTACTS_SECRET": "contacts-secret-aa11",
 		"WECOM_NOTIFY_SECRET":   "notify-secret-bb22",
 		"REDIS_URL":             "redis://:redis-pw-4c2d@redis:6379/0",
+		"ACME_COMPONENT_SECRET": "acme-component-secret-5d3c",
+		"ACME_MSG_TOKEN":        "acme-msg-token-71aa",
+		"ACME_AES_KEY":          "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
 	}
 }
 
