@@ -2,6 +2,7 @@ package platform_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -122,5 +123,45 @@ func TestRedisFleet(t *testing.T) {
 	wg.Wait()
 	if got := e.sim.Stats().TokenFetches[merchant].Authorizer; got != before+1 {
 		t.Errorf("fleet fetches for one dead merchant token = %d, want 1", got-before)
+	}
+}
+
+// TestRedisSizeTenThousand measures what 10,000 merchants occupy in Redis:
+// their records (one hash) and their tokens. Run with -v for the number.
+func TestRedisSizeTenThousand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	used := func() int64 {
+		v, err := rdb.MemoryUsage(ctx, "s:platform:{acme}:authorizers").Result()
+		if err != nil {
+			return 0
+		}
+		return v
+	}
+	ps := platform.NewRedisStore(rdb, "s:")
+	ts := token.NewRedisStore(rdb, "s:")
+	now := time.Now()
+	var tokens int64
+	for i := range 10_000 {
+		appid := fmt.Sprintf("wx%016x", i)
+		if err := ps.PutRecord(ctx, "acme", platform.Record{AppID: appid, RefreshToken: "refreshtoken@@@" + fmt.Sprintf("%032x", i), State: platform.StateOK, UpdatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ts.Save(ctx, platform.MerchantKey("acme", appid), platform.TokenFor("86_"+fmt.Sprintf("%0128x", i), now)); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 0 {
+			n, _ := rdb.MemoryUsage(ctx, "s:token:{"+platform.MerchantKey("acme", appid)+"}").Result()
+			tokens += n * 1000
+		}
+	}
+	t.Logf("Redis, 10,000 merchants: records %.1f MiB (one hash), tokens ≈ %.1f MiB (one key each)", float64(used())/(1<<20), float64(tokens)/(1<<20))
+	if rs, err := ps.Records(ctx, "acme"); err != nil || len(rs) != 10_000 {
+		t.Errorf("records = %d, %v", len(rs), err)
 	}
 }
