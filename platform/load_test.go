@@ -42,7 +42,7 @@ func TestRefreshLoadTenThousand(t *testing.T) {
 	for i := range n {
 		appid := fmt.Sprintf("wx%016x", i)
 		_ = store.PutRecord(ctx, "acme", Record{AppID: appid, RefreshToken: "rt", State: StateOK})
-		exp := start.Add(time.Duration(i) * 2 * time.Hour / n)
+		exp := start.Add(time.Duration(i) * 2 * time.Hour / time.Duration(n))
 		_ = tokens.Save(ctx, MerchantKey("acme", appid), token.Token{Value: "86_initial" + appid, ObtainedAt: exp.Add(-2 * time.Hour), ExpiresAt: exp.Add(time.Minute)})
 	}
 	crypt, _ := wxcrypt.New(wxcrypt.Options{Token: "tok", AESKey: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"})
