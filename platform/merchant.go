@@ -193,6 +193,7 @@ func (p *Platform) newMerchant(appid string) *Merchant {
 		FetchTimeout:  2 * p.opts.FetchTimeout, // the component token may be fetched first
 		LockTTL:       2*p.opts.FetchTimeout + 5*time.Second,
 		MinBackoff:    p.opts.MinBackoff,
+		Location:      p.loc,
 		Now:           p.now,
 		Logger:        p.opts.Logger,
 		OnInstall:     func(v string) { p.onInstall(appid, v) },

@@ -101,7 +101,8 @@ type Platform struct {
 	component *token.Cache
 
 	ticket atomic.Pointer[Ticket]
-	kick   chan struct{} // a new ticket arrived while the component token is missing
+	kick   chan struct{}  // a new ticket arrived while the component token is missing
+	loc    *time.Location // shared by every holder (each would make its own)
 
 	mu        sync.RWMutex
 	merchants map[string]*Merchant
@@ -148,6 +149,7 @@ func New(opts Options) (*Platform, error) {
 		upstream: opts.Upstream, client: opts.Client, store: opts.Store, now: opts.Now,
 		log:       opts.Logger.With("platform", opts.Name),
 		kick:      make(chan struct{}, 1),
+		loc:       time.FixedZone("UTC+8", 8*3600),
 		merchants: map[string]*Merchant{},
 		misses:    map[string]time.Time{},
 	}

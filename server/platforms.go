@@ -100,13 +100,19 @@ func (s *Server) newPlatforms(cfg *config.Config, tokens token.Store, quotaStore
 		})
 		quotas := quotaSettings(pc.Quotas)
 		s.platforms = append(s.platforms, &platformState{cfg: pc, p: p, breaker: breaker})
-		out = append(out, proxy.Platform{
+		pp := proxy.Platform{
 			Name: name, ComponentAppID: pc.ComponentAppID, Secret: pc.Secret, Upstream: up,
 			Component: p.Component(), Merchants: merchants{p}, Breaker: breaker,
-			Quotas: func(appid string) proxy.Quotas {
+		}
+		// A limiter costs a few KB: merchants get one only when the
+		// platform sets a limit (thousands of merchants otherwise hold
+		// tens of MB for nothing).
+		if hasLimits(pc.Quotas) {
+			pp.Quotas = func(appid string) proxy.Quotas {
 				return ratelimit.New(quotas, ratelimit.Options{Name: name + "@" + appid, Store: quotaStore})
-			},
-		})
+			}
+		}
+		out = append(out, pp)
 		if len(pc.Secret) < scrub.MinLen {
 			log.Warn("component secret is too short to be scrubbed from answers", "platform", name)
 		}
@@ -171,4 +177,17 @@ func (s *Server) platformList() []*platform.Platform {
 		out = append(out, ps.p)
 	}
 	return out
+}
+
+// hasLimits reports whether q limits anything.
+func hasLimits(q config.Quotas) bool {
+	if q.Default != (config.Limit{}) {
+		return true
+	}
+	for _, l := range q.APIs {
+		if l != (config.Limit{}) {
+			return true
+		}
+	}
+	return false
 }
