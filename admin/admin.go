@@ -85,9 +85,10 @@ type QuotaSettings struct {
 
 // Options configures the admin handler. Apps and Token are required.
 type Options struct {
-	Apps    []App
-	Replica string // this process, on breaker entries
-	Fleet   Fleet  // nil: /admin/breakers shows this replica only
+	Apps      []App
+	Platforms []Platform // third-party platforms (SPEC §12)
+	Replica   string     // this process, on breaker entries
+	Fleet     Fleet      // nil: /admin/breakers shows this replica only
 	// Replicas lists the live replicas of the fleet; nil: /admin/replicas
 	// shows this replica only (Self).
 	Replicas func(ctx context.Context) ([]fleet.Replica, error)
@@ -134,6 +135,7 @@ func New(o Options) http.Handler {
 	r.Get("/admin/breakers", h.breakers)
 	r.Get("/admin/quotas", h.quotas)
 	r.Get("/admin/replicas", h.replicas)
+	h.platformRoutes(r)
 	// Go's profiler, for finding where CPU and memory go under load: only
 	// when configured, and behind the bearer token like every admin action
 	// (a heap profile holds memory contents).
@@ -191,6 +193,11 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 			if !ts.Token.Valid(now) {
 				reasons = append(reasons, h.notReady("app "+a.Name+": no valid "+string(ts.Type)+" ticket", ts.Status))
 			}
+		}
+	}
+	for _, p := range h.o.Platforms {
+		if err := p.Ready(); err != nil {
+			reasons = append(reasons, h.o.Scrub(err.Error()))
 		}
 	}
 	if len(reasons) > 0 {

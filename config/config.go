@@ -102,7 +102,11 @@ type Config struct {
 	Store         Store
 	Callers       Callers
 	DefaultApp    string // app of requests that name none; "" = none (they get 404)
-	Apps          []App  // at least one; names are unique
+	Apps          []App  // at least one unless there are platforms; names are unique
+	// Platforms are third-party platforms (SPEC §12); their names share
+	// the app namespace.
+	Platforms []Platform
+	Callbacks Callbacks // the push listener; Listen is set when Platforms is not empty
 }
 
 // TLS configures TLS on the caller port (SPEC §14). Paths are absolute or

@@ -120,6 +120,7 @@ func TestDefaults(t *testing.T) {
 				HalfOpenRequests:    1,
 			},
 		}},
+		Callbacks: Callbacks{MaxBodyBytes: 64 * kib, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second},
 	}
 	if got, want := comparable(got), comparable(want); !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", got, want)
@@ -247,6 +248,9 @@ func exampleEnv() map[string]string {
 		"REDIS_URL":             "redis://:redis-pw-4c2d@redis:6379/0",
 		"REDIS_PASSWORD":        "redis-pw-9e1f",
 		"SENTINEL_PASSWORD":     "sentinel-pw-2b7c",
+		"ACME_COMPONENT_SECRET": "acme-component-secret-5d3c",
+		"ACME_MSG_TOKEN":        "acme-msg-token-71aa",
+		"ACME_AES_KEY":          "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
 	}
 }
 

@@ -15,24 +15,50 @@ import (
 // only shape WriteRedacted's output.
 type (
 	file struct {
-		Listen            str         `yaml:"listen"`
-		ShutdownTimeout   duration    `yaml:"shutdown_timeout"`
-		UpstreamTimeout   duration    `yaml:"upstream_timeout"`
-		MaxBodyBytes      size        `yaml:"max_body_bytes"`
-		RetryBodyBytes    size        `yaml:"retry_body_bytes"`
-		MaxBufferedBytes  size        `yaml:"max_buffered_bytes"`
-		ReadHeaderTimeout duration    `yaml:"read_header_timeout"`
-		BodyReadTimeout   duration    `yaml:"body_read_timeout"`
-		IdleTimeout       duration    `yaml:"idle_timeout"`
-		MaxHeaderBytes    size        `yaml:"max_header_bytes"`
-		UpstreamProxy     str         `yaml:"upstream_proxy"`
-		TLS               tlsFile     `yaml:"tls,omitempty"`
-		Admin             adminFile   `yaml:"admin"`
-		Log               logFile     `yaml:"log"`
-		Store             storeFile   `yaml:"store"`
-		Callers           callersFile `yaml:"callers"`
-		DefaultApp        str         `yaml:"default_app"`
-		Apps              []appFile   `yaml:"apps"`
+		Listen            str            `yaml:"listen"`
+		ShutdownTimeout   duration       `yaml:"shutdown_timeout"`
+		UpstreamTimeout   duration       `yaml:"upstream_timeout"`
+		MaxBodyBytes      size           `yaml:"max_body_bytes"`
+		RetryBodyBytes    size           `yaml:"retry_body_bytes"`
+		MaxBufferedBytes  size           `yaml:"max_buffered_bytes"`
+		ReadHeaderTimeout duration       `yaml:"read_header_timeout"`
+		BodyReadTimeout   duration       `yaml:"body_read_timeout"`
+		IdleTimeout       duration       `yaml:"idle_timeout"`
+		MaxHeaderBytes    size           `yaml:"max_header_bytes"`
+		UpstreamProxy     str            `yaml:"upstream_proxy"`
+		TLS               tlsFile        `yaml:"tls,omitempty"`
+		Admin             adminFile      `yaml:"admin"`
+		Log               logFile        `yaml:"log"`
+		Store             storeFile      `yaml:"store"`
+		Callers           callersFile    `yaml:"callers"`
+		DefaultApp        str            `yaml:"default_app"`
+		Apps              []appFile      `yaml:"apps"`
+		Platforms         []platformFile `yaml:"platforms,omitempty"`
+		Callbacks         callbacksFile  `yaml:"callbacks,omitempty"`
+	}
+	platformFile struct {
+		Name                       str         `yaml:"name"`
+		Kind                       str         `yaml:"kind"`
+		ComponentAppID             str         `yaml:"component_appid"`
+		Secret                     str         `yaml:"secret"`
+		SecretFile                 str         `yaml:"secret_file,omitempty"`
+		Token                      str         `yaml:"token"`
+		TokenFile                  str         `yaml:"token_file,omitempty"`
+		EncodingAESKey             str         `yaml:"encoding_aes_key"`
+		EncodingAESKeyFile         str         `yaml:"encoding_aes_key_file,omitempty"`
+		PreviousEncodingAESKey     str         `yaml:"previous_encoding_aes_key,omitempty"`
+		PreviousEncodingAESKeyFile str         `yaml:"previous_encoding_aes_key_file,omitempty"`
+		Upstream                   str         `yaml:"upstream"`
+		RefreshBefore              duration    `yaml:"refresh_before"`
+		AuthorizerIdle             duration    `yaml:"authorizer_idle"`
+		Quotas                     quotasFile  `yaml:"quotas"`
+		Breaker                    breakerFile `yaml:"breaker"`
+	}
+	callbacksFile struct {
+		Listen            str      `yaml:"listen"`
+		MaxBodyBytes      size     `yaml:"max_body_bytes"`
+		ReadHeaderTimeout duration `yaml:"read_header_timeout"`
+		ReadTimeout       duration `yaml:"read_timeout"`
 	}
 	tlsFile struct {
 		CertFile     str `yaml:"cert_file,omitempty"`

@@ -65,7 +65,6 @@ func (c *Config) redacted() *file {
 			Name: some(k.Name), Key: redact(k.Key), Apps: strs(k.Apps), APIs: strs(k.APIs), CertCN: nonZero(k.CertCN), PerMinute: some(k.PerMinute)})
 	}
 	for _, a := range c.Apps {
-		q, b := a.Quotas, a.Breaker
 		fa := appFile{
 			Name:          some(a.Name),
 			Kind:          some(a.Kind),
@@ -78,31 +77,72 @@ func (c *Config) redacted() *file {
 			TokenWait:     some(a.TokenWait),
 			Tickets:       strs(a.Tickets),
 			AgentID:       nonZero(int(a.AgentID)),
-			Quotas: quotasFile{
-				ResetTimezone:    some(q.ResetTimezone),
-				TokenFetchPerDay: some(q.TokenFetchPerDay),
-				Default:          limitOut(q.Default),
-				APIs:             map[apiPath]limitFile{},
-				OnLimit:          some(q.OnLimit),
-				MaxWait:          some(q.MaxWait),
-				RespectUpstream:  some(q.RespectUpstream),
-				SyncFromWeChat:   nonZero(q.SyncFromWeChat),
-			},
-			Breaker: breakerFile{
-				ConsecutiveFailures: some(int(b.ConsecutiveFailures)),
-				FailureRatio:        some(b.FailureRatio),
-				MinRequests:         some(int(b.MinRequests)),
-				Interval:            some(b.Interval),
-				OpenTimeout:         some(b.OpenTimeout),
-				HalfOpenRequests:    some(int(b.HalfOpenRequests)),
-			},
-		}
-		for api, l := range q.APIs {
-			fa.Quotas.APIs[apiPath(api)] = limitOut(l) // the encoder sorts them by path
+			Quotas:        quotasOut(a.Quotas),
+			Breaker:       breakerOut(a.Breaker),
 		}
 		f.Apps = append(f.Apps, fa)
 	}
+	for _, p := range c.Platforms {
+		f.Platforms = append(f.Platforms, platformFile{
+			Name:                   some(p.Name),
+			Kind:                   some(p.Kind),
+			ComponentAppID:         some(p.ComponentAppID),
+			Secret:                 redact(p.Secret),
+			Token:                  redact(p.Token),
+			EncodingAESKey:         redact(p.EncodingAESKey),
+			PreviousEncodingAESKey: nonZero(redactNonEmpty(p.PreviousEncodingAESKey)),
+			Upstream:               some(p.Upstream),
+			RefreshBefore:          some(p.RefreshBefore),
+			AuthorizerIdle:         some(p.AuthorizerIdle),
+			Quotas:                 quotasOut(p.Quotas),
+			Breaker:                breakerOut(p.Breaker),
+		})
+	}
+	if c.Callbacks.Listen != "" || len(c.Platforms) > 0 {
+		f.Callbacks = callbacksFile{
+			Listen:            some(c.Callbacks.Listen),
+			MaxBodyBytes:      some(c.Callbacks.MaxBodyBytes),
+			ReadHeaderTimeout: some(c.Callbacks.ReadHeaderTimeout),
+			ReadTimeout:       some(c.Callbacks.ReadTimeout),
+		}
+	}
 	return f
+}
+
+// redactNonEmpty hides a set secret; an unset one stays "".
+func redactNonEmpty(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return Redacted
+}
+
+func quotasOut(q Quotas) quotasFile {
+	out := quotasFile{
+		ResetTimezone:    some(q.ResetTimezone),
+		TokenFetchPerDay: some(q.TokenFetchPerDay),
+		Default:          limitOut(q.Default),
+		APIs:             map[apiPath]limitFile{},
+		OnLimit:          some(q.OnLimit),
+		MaxWait:          some(q.MaxWait),
+		RespectUpstream:  some(q.RespectUpstream),
+		SyncFromWeChat:   nonZero(q.SyncFromWeChat),
+	}
+	for api, l := range q.APIs {
+		out.APIs[apiPath(api)] = limitOut(l) // the encoder sorts them by path
+	}
+	return out
+}
+
+func breakerOut(b Breaker) breakerFile {
+	return breakerFile{
+		ConsecutiveFailures: some(int(b.ConsecutiveFailures)),
+		FailureRatio:        some(b.FailureRatio),
+		MinRequests:         some(int(b.MinRequests)),
+		Interval:            some(b.Interval),
+		OpenTimeout:         some(b.OpenTimeout),
+		HalfOpenRequests:    some(int(b.HalfOpenRequests)),
+	}
 }
 
 func limitOut(l Limit) limitFile {

@@ -25,6 +25,12 @@ func secretsInOutputOrder(c *Config) (secrets []string, urlPassword string) {
 	for _, a := range c.Apps {
 		add(a.Secret)
 	}
+	for _, p := range c.Platforms {
+		add(p.Secret)
+		add(p.Token)
+		add(p.EncodingAESKey)
+		add(p.PreviousEncodingAESKey)
+	}
 	if u, err := url.Parse(c.Store.Redis.URL); err == nil {
 		urlPassword, _ = u.User.Password()
 	}

@@ -43,6 +43,8 @@ func (c *Config) ReloadDiff(next *Config) []string {
 	diff("store.path", c.Store.Path, next.Store.Path)
 	diff("store.redis", c.Store.Redis, next.Store.Redis)
 	diff("default_app", c.DefaultApp, next.DefaultApp)
+	diff("callbacks", c.Callbacks, next.Callbacks)
+	diff("platforms", c.Platforms, next.Platforms)
 
 	if !sameAppNames(c.Apps, next.Apps) {
 		return append(keys, "apps")

@@ -121,13 +121,17 @@ func (d *decoder) config(f *file) *Config {
 		d.errorf("admin.listen", "must differ from listen (%q)", c.Listen)
 	}
 
-	if len(f.Apps) == 0 {
+	if len(f.Apps) == 0 && len(f.Platforms) == 0 {
 		d.errorf("apps", "at least one app is required")
 	}
 	for i := range f.Apps {
 		c.Apps = append(c.Apps, d.app(index("apps", i), &f.Apps[i], c.Apps))
 	}
 	c.TLS = d.tls(&f.TLS)
+	for i := range f.Platforms {
+		c.Platforms = append(c.Platforms, d.platform(index("platforms", i), &f.Platforms[i], c.Apps, c.Platforms))
+	}
+	c.Callbacks = d.callbacks(&f.Callbacks, c)
 	c.Callers = d.callers(&f.Callers, c)
 
 	switch c.DefaultApp = f.DefaultApp.v; {

@@ -35,6 +35,9 @@ const (
 	KindBodyTimeout      Kind = "body_timeout"     // answered as bad_request with 408
 	KindHeaderTooLarge   Kind = "header_too_large" // answered as bad_request with 431
 	KindUpstreamBusy     Kind = "upstream_busy"    // answered as upstream_error with 503: wxproxy's own connections, not WeChat
+
+	KindAuthorizerUnauthorized Kind = "authorizer_unauthorized" // a merchant must authorize its platform again (§12)
+	KindTicketMissing          Kind = "ticket_missing"          // a platform has no valid component_verify_ticket (§12)
 )
 
 // Error is an error wxproxy answers itself, in WeChat's JSON shape. Msg is
@@ -78,6 +81,9 @@ var answers = map[Kind]errAnswer{
 	KindBodyTimeout:      {http.StatusRequestTimeout, wechat.CodeDataFormat, "bad_request"},
 	KindHeaderTooLarge:   {http.StatusRequestHeaderFieldsTooLarge, wechat.CodeDataFormat, "bad_request"},
 	KindUpstreamBusy:     {http.StatusServiceUnavailable, wechat.CodeSystemError, "upstream_error"},
+
+	KindAuthorizerUnauthorized: {http.StatusServiceUnavailable, wechat.CodeRefreshTokenInvalid, "authorizer_unauthorized"},
+	KindTicketMissing:          {http.StatusServiceUnavailable, wechat.CodeComponentTicketInvalid, "ticket_missing"},
 }
 
 // callersFault reports whether e is the caller's own doing (a bad or slow

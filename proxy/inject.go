@@ -30,7 +30,11 @@ func (p *Proxy) buildRequest(r *request, req *fasthttp.Request, up *upstream) {
 	var query string
 	switch r.mode {
 	case modeInject:
-		query = injectToken(r.query, r.token)
+		if r.param != "" {
+			query = injectTokenAs(r.query, r.param, r.token)
+		} else {
+			query = injectToken(r.query, r.token)
+		}
 	case modeCredentials:
 		query = setCredentials(r.query, r.app.AppID, r.app.Secret)
 	default:
@@ -137,6 +141,19 @@ func injectToken(rawQuery, token string) string {
 	b.WriteString("access_token=")
 	b.WriteString(url.QueryEscape(token))
 	writeWithout(&b, rawQuery, "access_token", "")
+	return b.String()
+}
+
+// injectTokenAs is injectToken for a platform's component: the token goes
+// under param, and every access_token and component_access_token the
+// caller sent is removed.
+func injectTokenAs(rawQuery, param, token string) string {
+	var b strings.Builder
+	b.Grow(len(rawQuery) + len(token) + len(param) + 2)
+	b.WriteString(param)
+	b.WriteByte('=')
+	b.WriteString(url.QueryEscape(token))
+	writeWithout(&b, rawQuery, "access_token", "component_access_token")
 	return b.String()
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -145,6 +146,7 @@ type requestKey struct {
 // observeRequest counts a request. The children of label sets already
 // seen are cached, so the hot path skips the label hashing.
 func (m *Metrics) observeRequest(app, path string, status int, outcome string, d time.Duration) {
+	app = appLabel(app)
 	k := requestKey{app, m.api(path), status, outcome}
 	c, ok := m.reqCache.Load(k)
 	if !ok {
@@ -155,6 +157,7 @@ func (m *Metrics) observeRequest(app, path string, status int, outcome string, d
 }
 
 func (m *Metrics) observeUpstream(app string, d time.Duration) {
+	app = appLabel(app)
 	m.appObserver(&m.upCache, m.upstream, app).Observe(d.Seconds())
 }
 
@@ -168,14 +171,26 @@ func (m *Metrics) appObserver(cache *sync.Map, h *prometheus.HistogramVec, app s
 }
 
 func (m *Metrics) observeErrcode(app, path string, code int) {
+	app = appLabel(app)
 	m.wechatErrors.WithLabelValues(app, m.api(path), m.code(code)).Inc()
 }
 
 func (m *Metrics) observeRetry(app string, code int) {
+	app = appLabel(app)
 	m.retries.WithLabelValues(app, m.code(code)).Inc()
 }
 
-func (m *Metrics) observeScrubbed(app string) { m.scrubbed.WithLabelValues(app).Inc() }
+func (m *Metrics) observeScrubbed(app string) { m.scrubbed.WithLabelValues(appLabel(app)).Inc() }
+
+// appLabel is the metric label of an app name: a merchant of a platform
+// ("acme@wx...") counts under its platform, so labels stay few however
+// many merchants there are.
+func appLabel(name string) string {
+	if i := strings.IndexByte(name, '@'); i >= 0 {
+		return name[:i]
+	}
+	return name
+}
 
 // Failover counts a request or fetch of app sent to upstream to because
 // upstream from was down or could not be reached. Both are configured
@@ -183,6 +198,7 @@ func (m *Metrics) observeScrubbed(app string) { m.scrubbed.WithLabelValues(app).
 func (m *Metrics) Failover(app, from, to string) { m.failovers.WithLabelValues(app, from, to).Inc() }
 
 func (m *Metrics) observeRejection(app, path, scope string) {
+	app = appLabel(app)
 	m.rejections.WithLabelValues(app, m.api(path), scope).Inc()
 }
 

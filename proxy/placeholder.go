@@ -32,16 +32,21 @@ func placeholderKey(name, appid, secret string) []byte {
 
 // Placeholder mints a new placeholder token for the app. Its random part
 // makes every answer differ, as WeChat's tokens do.
-func (a *App) Placeholder() string {
+func (a *App) Placeholder() string { return mintPlaceholder(a.Name, a.phKey) }
+
+// mintPlaceholder makes a placeholder of the app name whose key is key.
+func mintPlaceholder(name string, key []byte) string {
 	var raw [placeholderNonce + placeholderMAC]byte
 	_, _ = rand.Read(raw[:placeholderNonce]) // crypto/rand.Read never fails
-	a.placeholderMAC(raw[:placeholderNonce], raw[placeholderNonce:])
-	return placeholderPrefix + a.Name + "." + base64.RawURLEncoding.EncodeToString(raw[:])
+	placeholderMACOf(name, key, raw[:placeholderNonce], raw[placeholderNonce:])
+	return placeholderPrefix + name + "." + base64.RawURLEncoding.EncodeToString(raw[:])
 }
 
-func (a *App) placeholderMAC(nonce, dst []byte) {
-	m := hmac.New(sha256.New, a.phKey)
-	m.Write([]byte(a.Name))
+func (a *App) placeholderMAC(nonce, dst []byte) { placeholderMACOf(a.Name, a.phKey, nonce, dst) }
+
+func placeholderMACOf(name string, key, nonce, dst []byte) {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(name))
 	m.Write([]byte{0})
 	m.Write(nonce)
 	copy(dst, m.Sum(nil))
@@ -57,7 +62,10 @@ func (p *Proxy) placeholderApp(tok string) (app *App, ok bool) {
 		return nil, false
 	}
 	name, enc, _ := strings.Cut(rest, ".")
-	if app = p.apps[name]; app == nil || base64.RawURLEncoding.DecodedLen(len(enc)) != placeholderNonce+placeholderMAC {
+	if base64.RawURLEncoding.DecodedLen(len(enc)) != placeholderNonce+placeholderMAC {
+		return nil, true
+	}
+	if app, _ = p.lookupApp(name); app == nil {
 		return nil, true
 	}
 	if last := app.lastPH.Load(); last != nil && *last == tok {

@@ -34,6 +34,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -107,6 +108,7 @@ type App struct {
 	// Nil, or one upstream: Upstream only, no failover.
 	Upstreams *failover.Set
 
+	plat   *platform               // set for a platform's component and merchants
 	fp     atomic.Pointer[fpCache] // last logged token fingerprint
 	phKey  []byte                  // placeholder MAC key, set by New
 	lastPH atomic.Pointer[string]  // last placeholder verified
@@ -127,9 +129,10 @@ const (
 // Options configures a Proxy. Zero values take the defaults noted.
 type Options struct {
 	Apps           []*App
-	DefaultApp     string // app for requests that name none; "" = none
-	MaxBodyBytes   int64  // default 10 MiB
-	RetryBodyBytes int64  // default 2 MiB
+	Platforms      []Platform // third-party platforms (SPEC §12); their names share the app namespace
+	DefaultApp     string     // app for requests that name none; "" = none
+	MaxBodyBytes   int64      // default 10 MiB
+	RetryBodyBytes int64      // default 2 MiB
 	// MaxBufferedBytes bounds all request bodies buffered at once for
 	// replay; past it bodies stream. Default 256 MiB.
 	MaxBufferedBytes int64
@@ -179,11 +182,14 @@ type Proxy struct {
 	misses      missThrottle
 	uploads     chan struct{} // streaming uploads in flight (maxStreamingUploads)
 	held        *held
+
+	platforms   map[string]*platform // by name
+	byComponent map[string]*platform // by component appid
 }
 
 // New returns a Proxy for opts.Apps.
 func New(opts Options) (*Proxy, error) {
-	if len(opts.Apps) == 0 {
+	if len(opts.Apps) == 0 && len(opts.Platforms) == 0 {
 		return nil, errors.New("proxy: no apps")
 	}
 	p := &Proxy{
@@ -279,6 +285,9 @@ func New(opts Options) (*Proxy, error) {
 			a.ups = append(a.ups, up)
 		}
 	}
+	if err := p.initPlatforms(opts.Platforms); err != nil {
+		return nil, err
+	}
 	p.ids.init()
 	p.metrics = opts.Metrics
 	p.SetAccess(opts.Access)
@@ -373,6 +382,7 @@ type request struct {
 	query   string // raw query without a fragment
 	mode    mode
 	token   string // the token injected, for compare-and-refresh
+	param   string // the query parameter the token goes under; "" = access_token
 	reqID   string
 	caller  string // key name, or "" (the caller's IP is logged then)
 	retried bool
@@ -442,11 +452,16 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if app != nil && !key.mayUse(app.Name) {
+	if app != nil && !key.mayUse(keyName(app)) {
 		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	if !key.mayCall(r.api) {
 		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not call this API (see callers.keys[].apis)"}
+	}
+	if app != nil && app.Kind == KindComponent || app == nil && len(p.platforms) > 0 && r.api == apiComponentToken {
+		if done, err := p.servePlatformLocal(r, app, key); done {
+			return false, err
+		}
 	}
 	switch kind := classifyPath(r.api); kind {
 	case pathToken, pathStableToken, pathGetToken:
@@ -464,13 +479,18 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 	case pathSNS:
 		r.mode = modePassthrough
 	}
+	if app != nil && app.plat != nil {
+		if err := platformMode(r, app); err != nil {
+			return false, err
+		}
+	}
 	if app == nil {
 		if app = p.def; app == nil {
 			return false, errNoApp
 		}
 	}
 	r.app = app
-	if !key.mayUse(app.Name) {
+	if !key.mayUse(keyName(app)) {
 		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	// quota
@@ -486,6 +506,9 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		tok := app.Tokens.Current()
 		if !tok.Valid(p.now()) {
 			if tok, err = app.Tokens.Get(context.Background()); err != nil {
+				if app.plat != nil {
+					return false, p.platformError(app, err)
+				}
 				return false, &Error{Kind: KindTokenUnavailable, Msg: "no access_token for app " + app.Name + " (fetching it fails; see the wxproxy log)", Err: err}
 			}
 		}
@@ -545,3 +568,30 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 }
 
 var _ io.Closer = (*answerStream)(nil)
+
+// keyName is the name caller keys list for app: a merchant's platform.
+func keyName(app *App) string { return appLabel(app.Name) }
+
+// platformMode decides how a request to a platform app is forwarded: a
+// component API gets the component token under the parameter its path
+// uses, and none for api_start_push_ticket; a merchant has no secret, so
+// the appid+secret endpoints are refused (use /{p}/sns/component/...).
+func platformMode(r *request, app *App) error {
+	if app.Kind == KindAuthorizer {
+		if r.mode == modeCredentials {
+			return &Error{Kind: KindBlockedPath, Msg: "a merchant has no AppSecret here: use the component endpoints (/{platform}/sns/component/jscode2session, /{platform}/sns/oauth2/component/access_token)"}
+		}
+		return nil
+	}
+	switch {
+	case r.api == apiStartPush:
+		r.mode = modePassthrough
+	case strings.HasPrefix(r.api, "/sns/component/"), strings.HasPrefix(r.api, "/sns/oauth2/component/"):
+		r.mode, r.param = modeInject, componentParam(r.api)
+	case r.mode == modeInject:
+		r.param = componentParam(r.api)
+	case r.mode == modeCredentials:
+		return &Error{Kind: KindBlockedPath, Msg: "the component has no AppSecret here: use /{platform}/sns/component/... with the component token"}
+	}
+	return nil
+}

@@ -14,25 +14,37 @@ import (
 // falls back to appid (token endpoints) or default_app.
 func (p *Proxy) route(ctx *fasthttp.RequestCtx, r *request) (*App, error) {
 	if name, rest, ok := cutApp(r.api); ok {
-		if app := p.apps[name]; app != nil {
+		app, err := p.lookupApp(name)
+		if err != nil {
+			return nil, err
+		}
+		if app != nil {
 			r.api = rest
 			r.path = r.path[len(name)+1:]
 			return app, nil
 		}
 	}
 	if name := ctx.Request.Header.Peek(headerApp); len(name) > 0 {
-		app := p.apps[string(name)]
+		app, err := p.lookupApp(string(name))
+		if err != nil {
+			return nil, err
+		}
 		if app == nil {
 			return nil, &Error{Kind: KindUnknownApp, Msg: "X-WXProxy-App names no configured app"}
 		}
 		return app, nil
 	}
-	if tok := queryValue(r.query, "access_token"); tok != "" {
-		if app, ok := p.placeholderApp(tok); ok {
-			if app == nil {
-				return nil, &Error{Kind: KindUnknownApp, Msg: "the access_token is not a placeholder this wxproxy issued (or its app is no longer configured); fetch a new one"}
+	for _, param := range [...]string{"access_token", "component_access_token"} {
+		if param != "access_token" && len(p.platforms) == 0 {
+			break
+		}
+		if tok := queryValue(r.query, param); tok != "" {
+			if app, ok := p.placeholderApp(tok); ok {
+				if app == nil {
+					return nil, &Error{Kind: KindUnknownApp, Msg: "the " + param + " is not a placeholder this wxproxy issued (or its app is no longer configured); fetch a new one"}
+				}
+				return app, nil
 			}
-			return app, nil
 		}
 	}
 	return nil, nil

@@ -47,6 +47,12 @@ func (p *Proxy) HoldToken(app, value string) {
 	if a == nil || value == "" {
 		return
 	}
+	p.holdToken(app, value, a.Placeholder(), keepTokens)
+}
+
+// holdToken keeps value, replaced by placeholder, among the last keep
+// tokens of app name.
+func (p *Proxy) holdToken(app, value, placeholder string, keep int) {
 	h := p.held
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -56,12 +62,12 @@ func (p *Proxy) HoldToken(app, value string) {
 			return
 		}
 	}
-	if !h.set.Add(value, a.Placeholder()) {
+	if !h.set.Add(value, placeholder) {
 		// Longer than scrub.MaxLen: no WeChat token is. Say so rather
 		// than hold it silently unscrubbed.
 		p.log.Error("token cannot be scrubbed from answers (over 1024 bytes); report this", "app", app)
 	}
-	if r = append(r, value); len(r) > keepTokens {
+	if r = append(r, value); len(r) > keep {
 		h.set.Remove(r[0])
 		r = r[1:]
 	}

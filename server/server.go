@@ -49,8 +49,12 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *proxy.Metrics
 
-	certs     *certs                // caller-port TLS; nil = plain HTTP
-	fetch     *http.Client          // token fetches and quota syncs (upstream_proxy, no redirects)
+	certs          *certs       // caller-port TLS; nil = plain HTTP
+	fetch          *http.Client // token fetches and quota syncs (upstream_proxy, no redirects)
+	platforms      []*platformState
+	closePlatforms func() error // writes the platforms' file store; nil without platforms
+	callbacks      *http.Server // the push listener; nil without platforms
+
 	rdb       redis.UniversalClient // store.kind redis; nil otherwise
 	fleet     *proxy.BreakerFleet   // breaker fleet view; nil without Redis
 	replicas  *fleet.Replicas       // replica registry; nil without Redis
@@ -199,8 +203,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream_proxy: %w", err)
 	}
+	pplats, err := s.newPlatforms(cfg, store, quotaStore, fetchClient, log)
+	if err != nil {
+		return nil, err
+	}
 	s.proxy, err = proxy.New(proxy.Options{
 		Apps:             papps,
+		Platforms:        pplats,
 		DefaultApp:       cfg.DefaultApp,
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		RetryBodyBytes:   cfg.RetryBodyBytes,
@@ -223,6 +232,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.holdPlatformSecrets()
+	s.callbacks = s.callbackServer(cfg)
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	for _, a := range s.apps {
 		s.adminApps = append(s.adminApps, admin.App{Name: a.cfg.Name, Kind: a.cfg.Kind, AppID: a.cfg.AppID,
@@ -235,8 +246,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if s.fleet != nil {
 		breakers, replicas, self = s.fleet, s.replicas.List, s.replicas.Self()
 	}
+	var adminPlatforms []admin.Platform
+	for _, ps := range s.platforms {
+		adminPlatforms = append(adminPlatforms, ps.p)
+	}
 	adminHandler := admin.New(admin.Options{
-		Apps: s.adminApps, Replica: s.replica, Fleet: breakers, Replicas: replicas, Self: self,
+		Apps: s.adminApps, Platforms: adminPlatforms, Replica: s.replica, Fleet: breakers, Replicas: replicas, Self: self,
 		PProf: cfg.Admin.PProf, Gatherer: s.reg,
 		Token:  func() string { return s.config().Admin.Token },
 		Quota:  s.quotaSettings,
@@ -477,9 +492,10 @@ func storeKey(mode token.Mode, a config.App) string {
 	return key
 }
 
-// listeners are the bound caller and admin sockets, made before serving so
-// a bind error surfaces at once.
-type listeners struct{ caller, admin net.Listener }
+// listeners are the bound caller, admin and callback sockets, made before
+// serving so a bind error surfaces at once. callback is nil without
+// platforms.
+type listeners struct{ caller, admin, callback net.Listener }
 
 // config0 is the configuration during construction and reload, when s.mu
 // is held or not yet needed.
@@ -502,7 +518,15 @@ func (s *Server) listen() (listeners, error) {
 		caller.Close()
 		return listeners{}, fmt.Errorf("admin.listen: %w", err)
 	}
-	return listeners{caller, admin}, nil
+	ls := listeners{caller: caller, admin: admin}
+	if s.callbacks != nil {
+		if ls.callback, err = net.Listen("tcp", s.cfg.Callbacks.Listen); err != nil {
+			caller.Close()
+			admin.Close()
+			return listeners{}, fmt.Errorf("callbacks.listen: %w", err)
+		}
+	}
+	return ls, nil
 }
 
 // Run serves until ctx ends, then drains in-flight requests within
@@ -529,6 +553,7 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 			}}
 		wg.Go(func() { qs.run(bg) })
 	}
+	s.runPlatforms(bg, &wg)
 	if s.fleet != nil {
 		wg.Go(func() {
 			s.fleet.Run(bg, func() []proxy.BreakerInfo { return admin.LocalBreakers(s.adminApps, s.replica) })
@@ -543,10 +568,15 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 		caller = tls.NewListener(caller, s.certs.config())
 		wg.Go(func() { s.certs.watch(bg, certWatchEvery) })
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- s.proxy.Serve(caller) }()
 	go func() { errc <- serveHTTP(s.admin, ls.admin) }()
-	s.log.Info("wxproxy listening", "listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "tls", s.certs != nil, "apps", len(s.apps), "replica", s.replica)
+	attrs := []any{"listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "tls", s.certs != nil, "apps", len(s.apps), "replica", s.replica}
+	if ls.callback != nil {
+		go func() { errc <- serveHTTP(s.callbacks, ls.callback) }()
+		attrs = append(attrs, "callbacks", ls.callback.Addr().String(), "platforms", len(s.platforms))
+	}
+	s.log.Info("wxproxy listening", attrs...)
 	if ready != nil {
 		ready(ls.caller.Addr(), ls.admin.Addr())
 	}
@@ -567,8 +597,18 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	if err := s.admin.Shutdown(sctx); err != nil {
 		s.admin.Close()
 	}
+	if s.callbacks != nil {
+		if err := s.callbacks.Shutdown(sctx); err != nil {
+			s.callbacks.Close()
+		}
+	}
 	stopBG()
 	wg.Wait()
+	if s.closePlatforms != nil {
+		if err := s.closePlatforms(); err != nil {
+			s.log.Error("platform state not written", "err", err)
+		}
+	}
 	if s.rdb != nil {
 		_ = s.rdb.Close()
 	}

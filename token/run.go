@@ -42,18 +42,7 @@ func (c *Cache) Run(ctx context.Context) {
 			continue
 		case <-timer.C:
 		}
-		if c.wait() > 0 {
-			continue // rescheduled meanwhile
-		}
-		cur := c.held.load()
-		reason, bad := ReasonStartup, ""
-		if cur != nil {
-			reason, bad = ReasonProactive, cur.Value
-			if !cur.Valid(c.opts.Now()) {
-				reason = ReasonInvalid
-			}
-		}
-		_, _ = c.refresh(ctx, bad, reason) // failures are logged and scheduled by fail
+		c.Step(ctx) // unless rescheduled meanwhile
 	}
 }
 

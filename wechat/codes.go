@@ -39,6 +39,11 @@ const (
 	CodeWeComIPNotTrusted  = 60020
 	CodeCgiPathNotFound    = 76021 // openapi/quota/get: no quota known for cgi_path
 	CodeAdminConfirm       = 89503
+
+	// Open Platform (third-party platforms).
+	CodeComponentTicketExpired = 61005 // component ticket is expired
+	CodeComponentTicketInvalid = 61006 // component ticket is invalid (wxproxy: none held)
+	CodeRefreshTokenInvalid    = 61023 // refresh_token is invalid: the merchant must authorize again
 )
 
 // IsTokenError reports whether code means the access_token used was not

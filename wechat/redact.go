@@ -7,8 +7,10 @@ import (
 )
 
 // secretParams are the query parameters that carry credentials on WeChat
-// URLs: the app token, AppSecret, WeCom corpsecret, and OAuth codes.
-var secretParams = [...]string{"access_token", "secret", "corpsecret", "appsecret", "code", "js_code", "refresh_token"}
+// URLs: the app token, AppSecret, WeCom corpsecret, OAuth codes, and the
+// platform tokens (component, suite, provider, authorizer).
+var secretParams = [...]string{"access_token", "secret", "corpsecret", "appsecret", "code", "js_code", "refresh_token",
+	"component_access_token", "suite_access_token", "provider_access_token", "authorizer_access_token"}
 
 // IsSecretParam reports whether the query parameter name carries a
 // credential and must never be logged.

@@ -75,6 +75,10 @@ func (s *Server) business(st *state, w *call, r *http.Request, q url.Values, tok
 	out = w.rid.append(out)
 	out = append(out, `","echo":{"appid":`...)
 	out = appendString(out, tok.app.cfg.id)
+	if c := tok.app.cfg.component; c != "" {
+		out = append(out, `,"component_appid":`...)
+		out = appendString(out, c)
+	}
 	out = append(out, `,"method":`...)
 	out = appendString(out, r.Method)
 	out = append(out, `,"path":`...)

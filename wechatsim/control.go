@@ -29,6 +29,10 @@ func (s *Server) serveControl(st *state, w http.ResponseWriter, r *http.Request)
 			return
 		}
 	}
+	if rest, ok := strings.CutPrefix(path, "/sim/platforms/"); ok {
+		s.controlPlatform(w, r, rest)
+		return
+	}
 	switch path {
 	case "/sim/clock":
 		switch r.Method {

@@ -21,7 +21,9 @@ package wechatsim
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/wxproxy/wxproxy/wxcrypt"
 	"hash/maphash"
 	"net/http"
 	"strings"
@@ -101,6 +103,12 @@ type Options struct {
 	// POST /sim/clock and Advance move forward. Nil means time.Now. It is
 	// called from concurrent requests.
 	Now func() time.Time
+	// Components are Open Platform third-party platforms; their pushes go
+	// to Callback (or each Component's own).
+	Components []Component
+	Callback   string
+	// PushClient sends the pushes; default a client with a 5 s timeout.
+	PushClient *http.Client
 }
 
 // Sentinel errors of the Go control methods.
@@ -128,6 +136,8 @@ type Server struct {
 	bufs    sync.Pool // *businessBuf
 	calls   sync.Pool // *call
 
+	pushClient *http.Client
+
 	st atomic.Pointer[state] // replaced wholesale by Reset
 }
 
@@ -137,6 +147,11 @@ type appConfig struct {
 	kind    string
 	secrets []string // one for WeChat apps; one per agent for WeCom
 	num     uint32   // 1 + its index in Server.order; records of calls use 0 for "no app"
+
+	component string           // merchants: the component they authorized
+	callback  string           // components: where pushes go
+	msgToken  string           // components: the message token
+	crypt     *wxcrypt.Crypter // components: encrypts pushes
 }
 
 // New validates opts and returns a Server in its start state. Errors name the
@@ -152,8 +167,12 @@ func New(opts Options) (*Server, error) {
 		base:    opts.Now,
 		seed:    maphash.MakeSeed(),
 	}
-	if len(opts.Apps) == 0 {
+	if len(opts.Apps) == 0 && len(opts.Components) == 0 {
 		return nil, errors.New("wechatsim: apps: at least one app is required")
+	}
+	s.pushClient = opts.PushClient
+	if s.pushClient == nil {
+		s.pushClient = &http.Client{Timeout: 5 * time.Second}
 	}
 	for i, a := range opts.Apps {
 		key := fmt.Sprintf("apps[%d]", i)
@@ -183,6 +202,28 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("wechatsim: %s.secret: corpid %q already has this secret", key, a.AppID)
 		}
 		c.secrets = append(c.secrets, a.Secret)
+	}
+	for i, c := range opts.Components {
+		key := fmt.Sprintf("components[%d]", i)
+		switch {
+		case c.AppID == "" || strings.ContainsAny(c.AppID, "/?#"):
+			return nil, fmt.Errorf("wechatsim: %s.appid: required, without '/', '?' or '#'", key)
+		case s.apps[c.AppID] != nil:
+			return nil, fmt.Errorf("wechatsim: %s.appid: %q is configured twice", key, c.AppID)
+		case c.Secret == "":
+			return nil, fmt.Errorf("wechatsim: %s.secret: required", key)
+		}
+		crypt, err := wxcrypt.New(wxcrypt.Options{Token: c.Token, AESKey: c.AESKey})
+		if err != nil {
+			return nil, fmt.Errorf("wechatsim: %s: %w", key, err)
+		}
+		cb := c.Callback
+		if cb == "" {
+			cb = opts.Callback
+		}
+		s.apps[c.AppID] = &appConfig{id: c.AppID, kind: KindComponent, secrets: []string{c.Secret}, num: uint32(len(s.order) + 1),
+			callback: cb, msgToken: c.Token, crypt: crypt}
+		s.order = append(s.order, c.AppID)
 	}
 	for path, q := range opts.Quotas {
 		switch {
@@ -278,6 +319,9 @@ func (s *Server) serveWeChat(st *state, w *call, r *http.Request, listener int) 
 			return
 		}
 	}
+	if strings.HasPrefix(path, "/cgi-bin/component/") && s.serveComponent(st, w, r) {
+		return
+	}
 	switch path {
 	case PathToken:
 		s.classicToken(st, w, r)
@@ -344,7 +388,9 @@ func (s *Server) Invalidate(appid string) (int, error) {
 	st := s.st.Load()
 	a, ok := st.apps[appid]
 	if !ok {
-		return 0, ErrUnknownApp
+		if a = st.merchant(appid); a == nil {
+			return 0, ErrUnknownApp
+		}
 	}
 	return st.invalidate(a), nil
 }

@@ -18,6 +18,9 @@ type state struct {
 
 	apps map[string]*appState // appid or corpid → state; the map is never written after newState
 
+	components []string      // component appids, in configuration order; never written after newState
+	merchNum   atomic.Uint32 // numbers merchants' records of calls (appConfig.num)
+
 	mu     sync.RWMutex
 	tokens map[string]*record // the one token index: classic, stable, WeCom and user tokens
 
@@ -34,14 +37,24 @@ func (s *Server) newState() *state {
 		ridLog: newRidLog(s.rids, ridChunkSize, ridChunks),
 	}
 	for id, c := range s.apps {
-		st.apps[id] = &appState{
+		a := &appState{
 			cfg:      c,
 			weCom:    make(map[string]*record),
 			tickets:  make(map[string]*ticket),
 			hourly:   make(map[string]*hourWindow),
 			counters: newCounterSet(),
 		}
+		if c.kind == KindComponent {
+			a.plat = &platformState{codes: map[string]authCode{}, merchants: map[string]*appState{}}
+		}
+		st.apps[id] = a
 	}
+	for _, id := range s.order {
+		if s.apps[id].kind == KindComponent {
+			st.components = append(st.components, id)
+		}
+	}
+	st.merchNum.Store(1 << 24)
 	st.stats.init(s.seed)
 	return st
 }
@@ -57,6 +70,8 @@ const (
 	kindStable
 	kindWeCom
 	kindUser // a user's OAuth token from /sns/oauth2/access_token
+	kindComponent
+	kindAuthorizer
 	numKinds
 )
 
@@ -114,8 +129,12 @@ type appState struct {
 
 	counters *counterSet // quota counters per API path
 
+	plat  *platformState // components only
+	merch *merchantState // merchants (authorizers) only
+
 	fetchClassic, fetchStable, fetchForced, fetchWeCom atomic.Int64
 	fetchTickets                                       [numTicketTypes]atomic.Int64
+	fetchComponent, fetchAuthorizer                    atomic.Int64
 }
 
 // Token shape: "86_" followed by tokenRandLen base64url characters, like the
@@ -220,7 +239,7 @@ func (st *state) invalidate(a *appState) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := 0
-	for _, kind := range []tokenKind{kindClassic, kindStable, kindWeCom} {
+	for _, kind := range appKinds {
 		for _, r := range a.minted[kind] {
 			if r.status(now) == 0 {
 				n++
@@ -233,13 +252,33 @@ func (st *state) invalidate(a *appState) int {
 	return n
 }
 
+// appKinds are the kinds of app tokens (not users' OAuth tokens).
+var appKinds = []tokenKind{kindClassic, kindStable, kindWeCom, kindComponent, kindAuthorizer}
+
+// allApps returns every app: configured ones and components' merchants.
+func (st *state) allApps() map[string]*appState {
+	out := make(map[string]*appState, len(st.apps))
+	for id, a := range st.apps {
+		out[id] = a
+	}
+	for _, id := range st.components {
+		c := st.apps[id]
+		c.mu.Lock()
+		for mid, m := range c.plat.merchants {
+			out[mid] = m
+		}
+		c.mu.Unlock()
+	}
+	return out
+}
+
 // liveTokens implements Server.Tokens.
 func (st *state) liveTokens() map[string][]string {
 	now := st.now().UnixNano()
 	out := make(map[string][]string)
-	for id, a := range st.apps {
+	for id, a := range st.allApps() {
 		a.mu.Lock()
-		for _, kind := range []tokenKind{kindClassic, kindStable, kindWeCom} {
+		for _, kind := range appKinds {
 			for _, r := range a.minted[kind] {
 				if r.status(now) == 0 {
 					out[id] = append(out[id], r.token)

@@ -38,6 +38,8 @@ type TokenFetches struct {
 	Stable       int64 `json:"stable"`
 	StableForced int64 `json:"stable_forced"`
 	WeCom        int64 `json:"wecom"`
+	Component    int64 `json:"component,omitempty"`  // api_component_token calls (components)
+	Authorizer   int64 `json:"authorizer,omitempty"` // api_authorizer_token and api_query_auth calls (merchants)
 }
 
 // idShards spreads request-id bookkeeping over independent locks.
@@ -136,12 +138,14 @@ func (st *state) snapshot() Stats {
 		APICalls:      st.stats.apiCalls.snapshot(),
 		Errcodes:      st.stats.errcodes.snapshot(),
 	}
-	for id, a := range st.apps {
+	for id, a := range st.allApps() {
 		out.TokenFetches[id] = TokenFetches{
 			Classic:      a.fetchClassic.Load(),
 			Stable:       a.fetchStable.Load(),
 			StableForced: a.fetchForced.Load(),
 			WeCom:        a.fetchWeCom.Load(),
+			Component:    a.fetchComponent.Load(),
+			Authorizer:   a.fetchAuthorizer.Load(),
 		}
 		types := []int{ticketJSAPI, ticketWxCard}
 		if a.cfg.kind == KindWeCom {

@@ -3,6 +3,7 @@
 //
 //	wechatsim [-listen ADDR]... [-config FILE] [-app APPID:SECRET]... [-wecom CORPID:SECRET]...
 //	          [-latency D] [-token-ttl D] [-ticket-grace D] [-rid-records N]
+//	          [-component APPID:SECRET:TOKEN:AESKEY]... [-callback URL] [-ticket-every D]
 //
 // It prints "wechatsim listening on http://ADDR" for each listener, in the
 // order of the -listen flags, once it accepts connections, and stops
@@ -21,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -56,7 +58,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ridRecords = fs.Int("rid-records", 0, "how many of the newest calls /cgi-bin/openapi/rid/get can find (default 100000)")
 		apps       appFlag
 		corps      appFlag
+		comps      componentFlag
+		callback   = fs.String("callback", "", "`URL` the Open Platform pushes go to (e.g. http://127.0.0.1:8443/callback/acme)")
+		every      = fs.Duration("ticket-every", 0, "push a component_verify_ticket to -callback every `D` (0 = only on POST /sim/platforms/{appid}/push-ticket)")
 	)
+	fs.Var(&comps, "component", "Open Platform component `APPID:SECRET:TOKEN:AESKEY` (repeatable)")
 	apps.kind, corps.kind = wechatsim.KindOfficial, wechatsim.KindWeCom
 	fs.Var(&listens, "listen", "listen `address` (repeatable: listeners 0, 1, ... of one WeChat; default 127.0.0.1:8081)")
 	fs.Var(&apps, "app", "official account or mini program `APPID:SECRET` (repeatable)")
@@ -79,6 +85,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	opts.Apps = append(opts.Apps, apps.apps...)
 	opts.Apps = append(opts.Apps, corps.apps...)
+	opts.Components = append(opts.Components, comps.comps...)
+	if *callback != "" {
+		opts.Callback = *callback
+	}
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "latency":
@@ -91,8 +101,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			opts.RidRecords = *ridRecords
 		}
 	})
-	if len(opts.Apps) == 0 {
-		return errors.New("no apps configured: pass -app APPID:SECRET, -wecom CORPID:SECRET or -config FILE")
+	if len(opts.Apps) == 0 && len(opts.Components) == 0 {
+		return errors.New("no apps configured: pass -app APPID:SECRET, -wecom CORPID:SECRET, -component APPID:SECRET:TOKEN:AESKEY or -config FILE")
 	}
 	sim, err := wechatsim.New(opts)
 	if err != nil {
@@ -128,6 +138,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			kind = wechatsim.KindOfficial
 		}
 		fmt.Fprintf(stderr, "wechatsim: app %s (%s)\n", a.AppID, kind)
+	}
+
+	for _, c := range opts.Components {
+		fmt.Fprintf(stderr, "wechatsim: component %s (pushes to %s)\n", c.AppID, opts.Callback)
+	}
+	if *every > 0 {
+		go pushTickets(ctx, sim, opts.Components, *every, stderr)
 	}
 
 	select {
@@ -179,4 +196,37 @@ func (f *appFlag) Set(v string) error {
 	}
 	f.apps = append(f.apps, wechatsim.App{AppID: id, Secret: secret, Kind: f.kind})
 	return nil
+}
+
+// componentFlag collects repeated APPID:SECRET:TOKEN:AESKEY flags.
+type componentFlag struct{ comps []wechatsim.Component }
+
+func (f *componentFlag) String() string { return "" }
+
+func (f *componentFlag) Set(v string) error {
+	parts := strings.Split(v, ":")
+	if len(parts) != 4 || slices.Contains(parts, "") {
+		return fmt.Errorf("component: want APPID:SECRET:TOKEN:AESKEY")
+	}
+	f.comps = append(f.comps, wechatsim.Component{AppID: parts[0], Secret: parts[1], Token: parts[2], AESKey: parts[3]})
+	return nil
+}
+
+// pushTickets pushes a ticket for every component every d, as WeChat does
+// every 10 minutes, until ctx ends.
+func pushTickets(ctx context.Context, sim *wechatsim.Server, comps []wechatsim.Component, d time.Duration, stderr io.Writer) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, c := range comps {
+			if res, err := sim.PushTicket(c.AppID); err != nil || res.Status != http.StatusOK {
+				fmt.Fprintf(stderr, "wechatsim: ticket push for %s: status %d: %v\n", c.AppID, res.Status, err)
+			}
+		}
+	}
 }

@@ -1,0 +1,165 @@
+// Package callback is the listener that receives WeChat's pushes to
+// third-party platforms (SPEC §12, §13): POST /callback/{platform} with an
+// encrypted message, and GET /callback/{platform} for URL verification.
+// It is the one listener of wxproxy meant to face the internet, so it
+// serves nothing else (every other request is 404), bounds headers, body
+// and time, and never echoes what it was sent.
+//
+// It knows HTTP only: each platform kind supplies a Receiver that
+// verifies, decrypts and applies its pushes, so a WeCom suite is another
+// Receiver, not a change here.
+package callback
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Errors a Receiver returns to choose the answer; anything else is 503 so
+// that WeChat pushes again.
+var (
+	// ErrSignature: the signature does not match (401). Nothing changed.
+	ErrSignature = errors.New("callback: signature mismatch")
+	// ErrBadPush: the push cannot be read (400). Nothing changed.
+	ErrBadPush = errors.New("callback: malformed push")
+)
+
+// Receiver verifies and applies the pushes of one platform. HandlePush
+// gets the query and the body (at most Options.MaxBody bytes) of a POST;
+// VerifyURL answers a GET URL check with the text to send back. Both are
+// called concurrently.
+type Receiver interface {
+	HandlePush(ctx context.Context, q url.Values, body []byte) error
+	VerifyURL(ctx context.Context, q url.Values) ([]byte, error)
+}
+
+// Options configures a Server.
+type Options struct {
+	Receivers         map[string]Receiver // by platform name
+	MaxBody           int64               // default 64 KiB
+	ReadHeaderTimeout time.Duration       // default 5 s
+	ReadTimeout       time.Duration       // the whole request; default 10 s
+	HandleTimeout     time.Duration       // applying one push; default 10 s (WeChat waits 5 s and pushes again)
+	Logger            *slog.Logger
+	// OnPush, if set, counts every push by platform and result
+	// ("ok", "bad_signature", "bad_request", "error", "too_large").
+	OnPush func(platform, result string)
+}
+
+// Server is the callback listener's handler and its http.Server settings.
+// It is safe for concurrent use.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns a Server for opts.
+func New(opts Options) *Server {
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = 64 << 10
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 5 * time.Second
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.HandleTimeout <= 0 {
+		opts.HandleTimeout = 10 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{opts: opts, log: log}
+}
+
+// HTTPServer returns an http.Server for the listener: strict header and
+// read timeouts, small headers, short keep-alives.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		ReadTimeout:       s.opts.ReadTimeout,
+		WriteTimeout:      s.opts.ReadTimeout + s.opts.HandleTimeout,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func (s *Server) count(platform, result string) {
+	if s.opts.OnPush != nil {
+		s.opts.OnPush(platform, result)
+	}
+}
+
+// ServeHTTP serves POST and GET /callback/{platform}; anything else is 404.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	name, ok := strings.CutPrefix(r.URL.Path, "/callback/")
+	rcv := s.opts.Receivers[name]
+	if !ok || rcv == nil || r.URL.RawPath != "" && r.URL.RawPath != r.URL.Path {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	q := r.URL.Query()
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.HandleTimeout)
+	defer cancel()
+	switch r.Method {
+	case http.MethodGet:
+		out, err := rcv.VerifyURL(ctx, q)
+		if err != nil {
+			s.fail(w, name, err)
+			return
+		}
+		s.count(name, "ok")
+		_, _ = w.Write(out)
+	case http.MethodPost:
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				s.count(name, "too_large")
+				http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+				return
+			}
+			s.count(name, "bad_request")
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		if err := rcv.HandlePush(context.WithoutCancel(ctx), q, body); err != nil {
+			s.fail(w, name, err)
+			return
+		}
+		s.count(name, "ok")
+		_, _ = io.WriteString(w, "success")
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+// fail answers a refused push; the details go to the log only.
+func (s *Server) fail(w http.ResponseWriter, name string, err error) {
+	switch {
+	case errors.Is(err, ErrSignature):
+		s.count(name, "bad_signature")
+		s.log.Warn("push refused: bad signature", "platform", name)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	case errors.Is(err, ErrBadPush):
+		s.count(name, "bad_request")
+		s.log.Warn("push refused: malformed", "platform", name, "err", err)
+		http.Error(w, "bad request", http.StatusBadRequest)
+	default:
+		s.count(name, "error")
+		s.log.Error("push failed; WeChat will push again", "platform", name, "err", err)
+		http.Error(w, "try again", http.StatusServiceUnavailable)
+	}
+}
