@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/wxproxy/wxproxy/internal/redistest"
 )
 
 // findChromium returns a Chromium (or Chrome) binary: $WXPROXY_CHROMIUM,
@@ -408,4 +410,72 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("browser console: %s", e)
 	}
 	t.Logf("browser part took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestFleetStatus: in Redis mode, /admin/status on any replica shows every
+// replica, a breaker opened on another replica as open (with that
+// replica's entry), and quota use counted across the fleet.
+func TestFleetStatus(t *testing.T) {
+	rs := redistest.Start(t)
+	s := startSim(t, "-app", appID+":"+secret)
+	ps := startFleet(t, 2, fleetConfig(s.url, rs.URL, t.Name()+":", `    breaker: {consecutive_failures: 2, open_timeout: 10m}
+    quotas: {apis: {/cgi-bin/counted: {per_minute: 100}}}
+`))
+	for i := range 5 {
+		if code, _, b := get(t, ps[i%2].url+"/cgi-bin/counted"); code != 200 {
+			t.Fatalf("counted call: %d %s", code, b)
+		}
+	}
+	s.post(t, "/sim/faults", `{"path":"/cgi-bin/broken","status":502}`)
+	for range 2 {
+		get(t, ps[0].url+"/cgi-bin/broken")
+	}
+	type status struct {
+		Replica  string
+		Fleet    bool
+		Replicas []struct{ Name string }
+		Apps     []struct {
+			Name    string
+			Breaker struct {
+				State    string
+				Replicas []struct{ Replica, State string }
+			}
+		}
+		Quotas []struct {
+			App  string
+			APIs []struct {
+				API        string `json:"api"`
+				UsedMinute int64  `json:"used_minute"`
+			} `json:"apis"`
+		}
+		Warnings []string
+	}
+	var st status
+	waitFor(t, 15*time.Second, "replica 1 to show replica 0's open breaker", func() bool {
+		_, _, b := get(t, ps[1].admin+"/admin/status")
+		st = status{}
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatalf("/admin/status: %v %s", err, b)
+		}
+		return len(st.Replicas) == 2 && len(st.Apps) == 1 && st.Apps[0].Breaker.State == "open"
+	})
+	if !st.Fleet || len(st.Apps[0].Breaker.Replicas) != 2 || len(st.Warnings) != 0 {
+		t.Errorf("fleet status: %+v", st)
+	}
+	states := map[string]int{}
+	for _, r := range st.Apps[0].Breaker.Replicas {
+		states[r.State]++
+	}
+	if states["open"] != 1 || states["closed"] != 1 {
+		t.Errorf("per-replica breakers: %+v", st.Apps[0].Breaker.Replicas)
+	}
+	var used int64 = -1
+	for _, u := range st.Quotas[0].APIs {
+		if u.API == "/cgi-bin/counted" {
+			used = u.UsedMinute
+		}
+	}
+	if used < 5 {
+		t.Errorf("fleet quota use on replica 1: %d, want >= 5 (calls on both replicas)", used)
+	}
 }
