@@ -16,7 +16,11 @@ import (
 // adapter in server/) implements; the admin port describes what they
 // return, so fingerprints, TTLs and scrubbing stay in one place and no
 // provider can put a credential into an answer. A nil provider leaves its
-// section empty.
+// section empty. Plugging one in is a field in server.New, for example:
+//
+//	admin.App{..., Tickets: a.tickets}          // a.tickets has Tickets() []admin.Ticket
+//	admin.App{..., Upstreams: a.upstreams}      // Upstreams() []admin.Upstream
+//	admin.Options{..., Platforms: s.platforms}  // Platforms(ctx) ([]admin.Platform, error)
 
 // Ticket is one held ticket (jsapi, wx_card, corp_jsapi, agent_config) and
 // the status of its holder.
