@@ -308,6 +308,19 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("Tab from the token field focused %q, want the Use token button", f)
 	}
 
+	// Keyboard focus survives the page's own updates.
+	if err := chromedp.Do(bctx, chromedp.Focus(`[data-action="refresh"][data-app="beta"]`)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := chromedp.Run(bctx, chromedp.Text("#summary"))
+	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](`document.getElementById('summary').textContent !== `+jsString(before),
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("no update within 10 s: %v", err)
+	}
+	if f, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.activeElement.dataset.key || document.activeElement.tagName`)); f != "refresh:beta" {
+		t.Errorf("after an update the focus is on %q, want beta's refresh button", f)
+	}
+
 	// Without the admin token the buttons send nothing.
 	fetches := s.stats(t).TokenFetches[appID]["stable_forced"]
 	if err := chromedp.Do(bctx, chromedp.Click("#reload-config"), chromedp.Click(`[data-action="refresh"][data-app="alpha"]`)); err != nil {
@@ -478,4 +491,10 @@ func TestFleetStatus(t *testing.T) {
 	if used < 5 {
 		t.Errorf("fleet quota use on replica 1: %d, want >= 5 (calls on both replicas)", used)
 	}
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
