@@ -70,6 +70,7 @@ apps:
       apis:
         /cgi-bin/message/custom/send: {per_minute: 3, burst: 3}
         '%s': {per_minute: 1, burst: 1}
+        /cgi-bin/lim: {}
   - name: beta
     appid: %s
     secret: ${BETA_SECRET}
@@ -89,6 +90,7 @@ type consoleState struct {
 	QuotaText   string   `json:"quotaText"`
 	QuotaValue  float64  `json:"quotaValue"`
 	QuotaMax    float64  `json:"quotaMax"`
+	Remembered  string   `json:"remembered"`
 	TTLValue    float64  `json:"ttlValue"`
 	TTLMax      float64  `json:"ttlMax"`
 	ErrorKinds  []string `json:"errorKinds"`
@@ -114,6 +116,7 @@ const readConsole = `(() => {
     alphaColor: alpha ? getComputedStyle(alpha).color : '',
     quotaText: row ? row.querySelector('td').textContent : '',
     quotaValue: m ? m.value : -1, quotaMax: m ? m.max : -1,
+    remembered: ((q('[data-quota-app="alpha"] tr[data-api="/cgi-bin/lim"]') || {}).textContent) || '',
     ttlValue: ttl ? ttl.value : -1, ttlMax: ttl ? ttl.max : -1,
     errorKinds: [...document.querySelectorAll('#errors .error-row')].map((r) => r.querySelector('.kind').textContent + ' ' + r.querySelector('.err-app').textContent),
     errorText: (q('#errors') || {}).textContent || '',
@@ -134,7 +137,12 @@ const readConsole = `(() => {
 // $WXPROXY_CONSOLE_SHOTS when set).
 func TestConsoleInBrowser(t *testing.T) {
 	chromium := needBrowser(t)
-	s := startSim(t, "-app", appID+":"+secret, "-app", betaAppID+":"+betaSecret)
+	simCfg := filepath.Join(t.TempDir(), "sim.yaml")
+	if err := writeFile(simCfg, fmt.Sprintf("apps:\n  - {appid: %s, secret: %s, kind: official}\n  - {appid: %s, secret: %s, kind: official}\n"+
+		"quotas:\n  /cgi-bin/lim: {per_day: 1}\n", appID, secret, betaAppID, betaSecret)); err != nil {
+		t.Fatal(err)
+	}
+	s := startSim(t, "-config", simCfg)
 	p := startProxy(t, t.TempDir(), consoleConfig(s.url),
 		"E2E_SECRET="+secret, "BETA_SECRET="+betaSecret, "ADMIN_TOKEN="+adminToken)
 	waitFor(t, 15*time.Second, "readyz", func() bool { code, _, _ := get(t, p.admin+"/readyz"); return code == 200 })
@@ -157,6 +165,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		resp.Body.Close()
 		if i == 1 && resp.StatusCode != 429 {
 			t.Fatalf("second call to the markup path: %d, want 429", resp.StatusCode)
+		}
+	}
+
+	// WeChat's own daily quota runs out: wxproxy remembers its 45009.
+	for i := range 2 {
+		if _, _, b := get(t, p.url+"/alpha/cgi-bin/lim"); i == 1 && decode(t, b).ErrCode != 45009 {
+			t.Fatalf("WeChat's second answer should be 45009: %s", b)
 		}
 	}
 
@@ -252,6 +267,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if want := fmt.Sprintf("%d / %d", used, limit); !strings.Contains(st.QuotaText, want) || st.QuotaValue != float64(min(used, limit)) || st.QuotaMax != float64(limit) {
 		t.Errorf("quota cell %q meter %v/%v, want %q", st.QuotaText, st.QuotaValue, st.QuotaMax, want)
+	}
+	if !strings.Contains(st.Remembered, "45009 remembered") {
+		t.Errorf("WeChat column of /cgi-bin/lim: %q, want the remembered 45009", st.Remembered)
 	}
 	if st.TTLMax < 3600 || st.TTLValue <= 0 || st.TTLValue > st.TTLMax {
 		t.Errorf("alpha TTL meter %v/%v", st.TTLValue, st.TTLMax)
