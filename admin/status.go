@@ -3,6 +3,7 @@ package admin
 import (
 	"cmp"
 	"context"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -196,15 +197,13 @@ func (h *handler) buildStatus(ctx context.Context) Status {
 		}
 		for _, p := range ps {
 			ti := h.describe(p.Token, now)
-			ps := PlatformStatus{Name: p.Name, Kind: p.Kind, AppID: p.AppID, Token: ti, Authorizers: map[string]int{},
+			out := PlatformStatus{Name: p.Name, Kind: p.Kind, AppID: p.AppID, Token: ti, Authorizers: map[string]int{},
 				Ready: ti.Present && len(p.Reasons) == 0}
 			for _, r := range p.Reasons {
-				ps.Reasons = append(ps.Reasons, h.o.Scrub(r))
+				out.Reasons = append(out.Reasons, h.o.Scrub(r))
 			}
-			for state, n := range p.Authorizers {
-				ps.Authorizers[state] = n
-			}
-			st.Platforms = append(st.Platforms, ps)
+			maps.Copy(out.Authorizers, p.Authorizers)
+			st.Platforms = append(st.Platforms, out)
 		}
 	}
 
