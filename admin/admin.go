@@ -8,6 +8,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -62,11 +63,19 @@ type App struct {
 	Tokens                       Tokens
 	Breaker                      *proxy.Breaker // nil = none
 	Quotas                       Quotas         // nil = none
-	Tickets                      Tickets        // nil = none
+	Tickets                      Tickets        // nil = none held (status shows an empty list)
 	// Upstreams, if set, describes the app's upstream and failover list
 	// (SPEC §14), in order.
 	Upstreams func() []failover.State
 }
+
+// RecentErrors is the ring of the last wxproxy errors; *ErrorLog
+// implements it.
+type RecentErrors interface {
+	Recent() ([]ErrorEntry, int64)
+}
+
+var _ RecentErrors = (*ErrorLog)(nil)
 
 // Fleet is the shared view of every replica's breakers; *proxy.BreakerFleet
 // implements it.
@@ -101,6 +110,7 @@ type Options struct {
 	Quota    func(app string) QuotaSettings       // nil = empty
 	Reload   func() (restart []string, err error) // nil = reload refused
 	Scrub    func(string) string                  // cleans error texts; nil = identity
+	Errors   RecentErrors                         // for /admin/status; nil = none recorded
 	Log      *slog.Logger                         // default: discard
 	Now      func() time.Time                     // default time.Now
 }
@@ -123,6 +133,7 @@ func New(o Options) http.Handler {
 	}
 	h := &handler{o: o}
 	r := chi.NewRouter()
+	r.Use(middleware.GetHead) // HEAD where GET is served (the console's URL, probes)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok"))
@@ -136,6 +147,12 @@ func New(o Options) http.Handler {
 	r.Get("/admin/quotas", h.quotas)
 	r.Get("/admin/replicas", h.replicas)
 	h.platformRoutes(r)
+	r.Get("/admin/status", h.status)
+	// The status console (SPEC §15): a page and its two assets, all
+	// embedded, under a strict Content-Security-Policy.
+	r.Get("/", h.console)
+	r.Get("/console.js", h.consoleAsset)
+	r.Get("/console.css", h.consoleAsset)
 	// Go's profiler, for finding where CPU and memory go under load: only
 	// when configured, and behind the bearer token like every admin action
 	// (a heap profile holds memory contents).
@@ -313,18 +330,7 @@ func (h *handler) localBreakers() []proxy.BreakerInfo {
 
 // breakers lists every replica's breakers with a fleet, else this one's.
 func (h *handler) breakers(w http.ResponseWriter, r *http.Request) {
-	local := h.localBreakers()
-	if h.o.Fleet == nil {
-		writeJSON(w, http.StatusOK, local)
-		return
-	}
-	h.o.Fleet.Publish(r.Context(), local) // our own entry is always fresh
-	all, err := h.o.Fleet.Breakers(r.Context())
-	if err != nil {
-		h.o.Log.Warn("fleet breaker view unavailable; showing this replica only", "err", err)
-		writeJSON(w, http.StatusOK, local)
-		return
-	}
+	all, _ := h.fleetBreakers(r.Context())
 	writeJSON(w, http.StatusOK, all)
 }
 
@@ -354,29 +360,50 @@ func (h *handler) replicas(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, all)
 }
 
-func (h *handler) quotas(w http.ResponseWriter, r *http.Request) {
-	type appQuotas struct {
-		App           string            `json:"app"`
-		ResetTimezone string            `json:"reset_timezone"`
-		OnLimit       string            `json:"on_limit"`
-		APIs          []ratelimit.Usage `json:"apis"`
-	}
-	out := make([]appQuotas, 0, len(h.o.Apps))
+// AppQuotas is an app's quota settings and usage, as /admin/quotas and
+// /admin/status show them.
+type AppQuotas struct {
+	App           string            `json:"app"`
+	ResetTimezone string            `json:"reset_timezone"`
+	OnLimit       string            `json:"on_limit"`
+	APIs          []ratelimit.Usage `json:"apis"`
+	Error         string            `json:"error,omitempty"` // status only: this app's usage could not be read
+}
+
+// quotaReport reads every app's quota usage. With partial, an app whose
+// usage cannot be read is listed with its error and the others still are;
+// without, the first error ends the report.
+func (h *handler) quotaReport(ctx context.Context, partial bool) ([]AppQuotas, error) {
+	out := make([]AppQuotas, 0, len(h.o.Apps))
+	var firstErr error
 	for _, a := range h.o.Apps {
-		q := appQuotas{App: a.Name, APIs: []ratelimit.Usage{}}
+		q := AppQuotas{App: a.Name, APIs: []ratelimit.Usage{}}
 		if h.o.Quota != nil {
 			s := h.o.Quota(a.Name)
 			q.ResetTimezone, q.OnLimit = s.ResetTimezone, s.OnLimit
 		}
 		if a.Quotas != nil {
-			usage, err := a.Quotas.Usage(r.Context())
-			if err != nil {
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "quota store: " + h.o.Scrub(err.Error())})
-				return
+			usage, err := a.Quotas.Usage(ctx)
+			switch {
+			case err != nil && !partial:
+				return nil, err
+			case err != nil:
+				firstErr = cmp.Or(firstErr, err)
+				q.Error = "quota store: " + h.o.Scrub(err.Error())
+			default:
+				q.APIs = usage
 			}
-			q.APIs = usage
 		}
 		out = append(out, q)
+	}
+	return out, firstErr
+}
+
+func (h *handler) quotas(w http.ResponseWriter, r *http.Request) {
+	out, err := h.quotaReport(r.Context(), false)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "quota store: " + h.o.Scrub(err.Error())})
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -159,8 +159,11 @@ func TestNoCredentialLeaves(t *testing.T) {
 	l.do(t, "GET", p.url+"/cgi-bin/moved", "")
 	l.do(t, "GET", p.url+"/cgi-bin/clear_quota", "")
 	l.do(t, "GET", p.url+"/cgi-bin%2fx", "")
+	// A caller who puts the secret into a path that wxproxy refuses: the
+	// error is recorded for /admin/status, scrubbed.
+	l.do(t, "GET", p.url+"/cgi-bin/"+secret, "", "X-WXProxy-App", "nope")
 	// Admin answers and metrics.
-	for _, path := range []string{"/readyz", "/metrics", "/admin/apps", "/admin/breakers", "/admin/quotas"} {
+	for _, path := range []string{"/readyz", "/metrics", "/admin/apps", "/admin/breakers", "/admin/quotas", "/admin/status"} {
 		l.do(t, "GET", p.admin+path, "")
 	}
 	l.do(t, "POST", p.admin+"/admin/apps/main/refresh", "", "Authorization", "Bearer "+adminToken)

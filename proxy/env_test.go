@@ -71,6 +71,7 @@ type envOptions struct {
 	upstream       string // instead of the simulator, for apps' requests (token fetches still go to the simulator)
 	onBreaker      func(app string, to gobreaker.State)
 	tls            *tls.Config // serve the caller port over TLS with this
+	onError        func(proxy.ErrorReport)
 }
 
 func newEnv(tb testing.TB, o envOptions) *env {
@@ -172,7 +173,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		RetryBodyBytes: o.retryBodyBytes, MaxBodyBytes: o.maxBodyBytes, Transport: o.transport,
 		Access: o.access, Metrics: e.metrics, Registry: reg,
 		MaxBufferedBytes: o.maxBuffered, BodyReadTimeout: o.bodyTimeout, UpstreamTimeout: o.upTimeout,
-		ReadHeaderTimeout: o.headerTimeout,
+		ReadHeaderTimeout: o.headerTimeout, OnError: o.onError,
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -41,6 +41,13 @@ func (p *Proxy) finish(r *request) {
 		}
 	}
 	p.logAccess(r, status, d)
+	if r.err != nil && p.onError != nil {
+		rep := ErrorReport{Time: r.start.Add(d), Kind: r.err.Kind, Path: r.path, Status: status, Msg: r.err.Msg}
+		if r.app != nil {
+			rep.App = r.app.Name
+		}
+		p.onError(rep)
+	}
 }
 
 // logAccess writes the one access line of a request. Tokens appear only as

@@ -157,6 +157,22 @@ type Options struct {
 	// gets the token TTL and breaker state gauges of these apps.
 	Metrics  *Metrics
 	Registry prometheus.Registerer
+	// OnError, if set, is told of every error wxproxy answers itself
+	// (for the status console's recent errors). It runs on the request's
+	// goroutine after the answer is written and must be quick.
+	OnError func(ErrorReport)
+}
+
+// ErrorReport is an error wxproxy answered a caller. Msg is the text the
+// caller was sent (no token or secret); Path may be anything a caller
+// sent: whoever shows it must treat it as untrusted text.
+type ErrorReport struct {
+	Time   time.Time
+	Kind   Kind
+	App    string // "" when no app was resolved
+	Path   string // the request path without the app prefix or query
+	Status int
+	Msg    string
 }
 
 // Proxy is the caller-facing engine. It is safe for concurrent use; Serve
@@ -172,6 +188,7 @@ type Proxy struct {
 	now       func() time.Time
 	ids       idGen
 	metrics   *Metrics
+	onError   func(ErrorReport)
 	access    atomic.Pointer[access]
 	client    *Client
 	srv       *fasthttp.Server
@@ -290,6 +307,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.ids.init()
 	p.metrics = opts.Metrics
+	p.onError = opts.OnError
 	p.SetAccess(opts.Access)
 	if opts.Registry != nil {
 		g := &gauges{p: p,

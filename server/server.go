@@ -55,6 +55,7 @@ type Server struct {
 	closePlatforms func() error // writes the platforms' file store; nil without platforms
 	callbacks      *http.Server // the push listener; nil without platforms
 
+	errors    *admin.ErrorLog       // the last wxproxy errors, for /admin/status
 	rdb       redis.UniversalClient // store.kind redis; nil otherwise
 	fleet     *proxy.BreakerFleet   // breaker fleet view; nil without Redis
 	replicas  *fleet.Replicas       // replica registry; nil without Redis
@@ -91,6 +92,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s.replica, _ = os.Hostname()
 	s.replica = fmt.Sprintf("%s/%d", s.replica, os.Getpid())
 	s.metrics = proxy.NewMetrics(s.reg)
+	// Texts pass the proxy's scrubber (which exists before any request or
+	// token fetch can record an error).
+	s.errors = admin.NewErrorLog(admin.DefaultErrorLogSize, func(v string) string { return s.proxy.Scrub(v) })
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var store token.Store = new(token.MemoryStore)
 	var quotaStore ratelimit.Store = ratelimit.NewLocalStore()
@@ -169,8 +173,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			Location:      a.Quotas.Location,
 			Logger:        log,
 			Budget:        limiter.AllowTokenFetch,
-			OnRefresh:     func(r token.Reason, err error) { s.metrics.TokenRefreshed(a.Name, r, err) },
-			OnStoreError:  func(op string, _ error) { s.metrics.StoreError("token_" + op) },
+			OnRefresh: func(r token.Reason, err error) {
+				s.metrics.TokenRefreshed(a.Name, r, err)
+				if err != nil {
+					s.errors.Record(admin.ErrorEvent{Time: time.Now(), Kind: "token_refresh", App: a.Name,
+						Message: string(r) + " refresh failed: " + err.Error()})
+				}
+			},
+			OnStoreError: func(op string, _ error) { s.metrics.StoreError("token_" + op) },
 			// Every token is registered for scrubbing before any caller
 			// can see it. s.proxy exists before any token is installed.
 			OnInstall: func(v string) { s.proxy.HoldToken(a.Name, v) },
@@ -228,6 +238,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		Access:            s.access(cfg.Callers),
 		Metrics:           s.metrics,
 		Registry:          s.reg,
+		OnError: func(e proxy.ErrorReport) {
+			s.errors.Record(admin.ErrorEvent{Time: e.Time, Kind: string(e.Kind), App: e.App, API: e.Path, Status: e.Status, Message: e.Msg})
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -257,6 +270,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		Quota:  s.quotaSettings,
 		Reload: s.Reload,
 		Scrub:  s.proxy.Scrub,
+		Errors: s.errors,
 		Log:    log,
 	})
 	s.admin = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: errLog}

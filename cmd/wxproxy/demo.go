@@ -79,6 +79,7 @@ func printDemo(w io.Writer, caller, admin, sim string) {
 wxproxy demo is running.
   caller port  http://%[1]s   (point your WeChat SDK's base URL here)
   admin port   http://%[2]s
+  console      http://%[2]s/   (status page: token, breaker, quotas, recent errors; admin token: demo-admin-token)
   simulator    %[3]s   (stands in for api.weixin.qq.com; app "demo", appid %[4]s)
 
 Try these — note that no access_token and no secret are sent:

@@ -74,6 +74,22 @@ func TestDemo(t *testing.T) {
 			t.Errorf("GET %s: %d %s", u[1], resp.StatusCode, body)
 		}
 	}
+	// The printed console URL serves the status page, and its data.
+	console := regexp.MustCompile(`console\s+(http://\S+/)`).FindStringSubmatch(out)
+	if console == nil {
+		t.Fatalf("no console URL in:\n%s", out)
+	}
+	for path, want := range map[string]string{"": "<title>wxproxy status</title>", "admin/status": `"name":"demo"`} {
+		resp, err := http.Get(console[1] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s%s: %d, want 200 with %q:\n%.300s", console[1], path, resp.StatusCode, want, body)
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
