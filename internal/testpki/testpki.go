@@ -70,12 +70,13 @@ type Leaf struct {
 	Serial          *big.Int
 }
 
-// Server issues a server certificate for 127.0.0.1, ::1 and localhost.
-func (ca *CA) Server(tb testing.TB) *Leaf {
+// Server issues a server certificate for 127.0.0.1, ::1, localhost and
+// any more DNS names given.
+func (ca *CA) Server(tb testing.TB, names ...string) *Leaf {
 	tb.Helper()
 	return ca.issue(tb, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "localhost"},
-		DNSNames:    []string{"localhost"},
+		DNSNames:    append([]string{"localhost"}, names...),
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
