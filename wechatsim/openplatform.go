@@ -1,7 +1,6 @@
 package wechatsim
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -384,6 +383,8 @@ type PushResult struct {
 	Ticket            string `json:"ticket,omitempty"`             // PushTicket, PushSuiteTicket: the ticket pushed (for tests)
 	AuthorizationCode string `json:"authorization_code,omitempty"` // Authorize
 	AuthCode          string `json:"auth_code,omitempty"`          // Install, ResetPermanentCode
+	Echo              string `json:"echo,omitempty"`               // VerifyURL: the plain echostr the callback should answer
+	Verified          bool   `json:"verified,omitempty"`           // VerifyURL: it did
 }
 
 // Authorize makes merchant authorize the component (creating it, with a
@@ -484,17 +485,25 @@ func (s *Server) push(st *state, c *appState, msg string) (PushResult, error) {
 		q.Set("encrypt_type", "aes")
 		body = "<xml><AppId><![CDATA[" + c.cfg.id + "]]></AppId><Encrypt><![CDATA[" + enc + "]]></Encrypt></xml>"
 	}
+	return s.send(http.MethodPost, target, q, body)
+}
+
+// send makes one request to a callback URL with the query q added and
+// returns what it answered.
+func (s *Server) send(method, target string, q url.Values, body string) (PushResult, error) {
 	sep := "?"
 	if strings.Contains(target, "?") {
 		sep = "&"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target+sep+q.Encode(), bytes.NewReader([]byte(body)))
+	req, err := http.NewRequestWithContext(ctx, method, target+sep+q.Encode(), strings.NewReader(body))
 	if err != nil {
 		return PushResult{}, err
 	}
-	req.Header.Set("Content-Type", "text/xml")
+	if body != "" {
+		req.Header.Set("Content-Type", "text/xml")
+	}
 	resp, err := s.pushClient.Do(req)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("wechatsim: push to the callback: %w", err)

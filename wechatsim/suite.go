@@ -3,9 +3,11 @@ package wechatsim
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -576,8 +578,39 @@ func (s *Server) ResetPermanentCode(id, corpid string) (PushResult, error) {
 	return res, err
 }
 
+// VerifyURL makes WeCom's URL verification of the suite id's callback: a
+// GET with msg_signature, timestamp, nonce and echostr (a random number,
+// encrypted for receiveID: the suite id when empty; WeCom uses the
+// provider's corpid for third-party URLs). Verified says whether the
+// callback answered 200 with exactly the plain number, as WeCom requires.
+func (s *Server) VerifyURL(id, receiveID string) (PushResult, error) {
+	st := s.st.Load()
+	su := st.suite(id)
+	if su == nil {
+		return PushResult{}, ErrUnknownApp
+	}
+	if su.cfg.callback == "" {
+		return PushResult{}, errors.New("wechatsim: no callback URL configured (-callback)")
+	}
+	if receiveID == "" {
+		receiveID = id
+	}
+	plain := strconv.FormatUint(rand.Uint64N(1e19), 10)
+	echo, err := su.cfg.crypt.Encrypt([]byte(plain), receiveID)
+	if err != nil {
+		return PushResult{}, err
+	}
+	ts := strconv.FormatInt(st.now().Unix(), 10)
+	nonce := strconv.FormatUint(rand.Uint64N(1e10), 10)
+	res, err := s.send(http.MethodGet, su.cfg.callback, url.Values{"msg_signature": {su.cfg.crypt.Sign(ts, nonce, echo)},
+		"timestamp": {ts}, "nonce": {nonce}, "echostr": {echo}}, "")
+	res.Echo = plain
+	res.Verified = err == nil && res.Status == http.StatusOK && res.Body == plain
+	return res, err
+}
+
 // suiteActions are the control actions under /sim/suites/{id}/.
-var suiteActions = []string{"push-ticket", "install", "uninstall", "change-auth", "reset-permanent-code"}
+var suiteActions = []string{"push-ticket", "install", "uninstall", "change-auth", "reset-permanent-code", "verify-url"}
 
 // controlSuite answers POST /sim/suites/{id}/push-ticket, /install,
 // /uninstall, /change-auth and /reset-permanent-code.
@@ -592,9 +625,21 @@ func (s *Server) controlSuite(w http.ResponseWriter, r *http.Request, rest strin
 	}
 	var res PushResult
 	var err error
-	if action == "push-ticket" {
+	switch action {
+	case "push-ticket":
 		res, err = s.PushSuiteTicket(id)
-	} else {
+	case "verify-url":
+		var req struct {
+			ReceiveID string `json:"receive_id"`
+		}
+		if r.ContentLength != 0 {
+			if err := readControl(r, &req); err != nil {
+				badRequest(w, err)
+				return
+			}
+		}
+		res, err = s.VerifyURL(id, req.ReceiveID)
+	default:
 		var req struct {
 			CorpID string `json:"corpid"`
 		}
@@ -623,7 +668,7 @@ func (s *Server) controlSuite(w http.ResponseWriter, r *http.Request, rest strin
 	case errors.Is(err, errBadCorpID):
 		badRequest(w, err)
 	case err != nil:
-		writeJSON(w, http.StatusBadGateway, map[string]any{"error": err.Error(), "ticket": res.Ticket, "auth_code": res.AuthCode})
+		writeJSON(w, http.StatusBadGateway, map[string]any{"error": err.Error(), "ticket": res.Ticket, "auth_code": res.AuthCode, "echo": res.Echo})
 	default:
 		writeJSON(w, http.StatusOK, res)
 	}

@@ -39,6 +39,15 @@ func (l *suitePushLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c, _ := wxcrypt.New(wxcrypt.Options{Token: suiteToken, AESKey: suiteKey})
 	body, _ := io.ReadAll(r.Body)
 	q := r.URL.Query()
+	if r.Method == http.MethodGet {
+		echo, err := c.VerifyURL(q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce"), q.Get("echostr"), suiteID, providerID)
+		if err != nil {
+			http.Error(w, "bad", http.StatusUnauthorized)
+			return
+		}
+		w.Write(echo)
+		return
+	}
 	env, err := wxcrypt.ParseEnvelope(body)
 	var msg []byte
 	if err == nil {
@@ -530,5 +539,31 @@ func TestSuiteConfigErrors(t *testing.T) {
 	}
 	if _, err := wechatsim.New(wechatsim.Options{Providers: []wechatsim.Provider{{CorpID: providerID, Secret: "s"}}}); err != nil {
 		t.Errorf("a provider alone: %v", err)
+	}
+}
+
+func TestSuiteVerifyURL(t *testing.T) {
+	s, _ := newSuiteSim(t, 0)
+	for _, c := range []struct {
+		body     string
+		status   int
+		verified bool
+	}{
+		{"", 200, true},
+		{`{"receive_id":"` + providerID + `"}`, 200, true},
+		{`{"receive_id":"wwsomeoneelse"}`, 401, false},
+	} {
+		var pr wechatsim.PushResult
+		a := s.do(http.MethodPost, "/sim/suites/"+suiteID+"/verify-url", c.body)
+		a.decode(t, &pr)
+		if a.status != 200 || pr.Status != c.status || pr.Verified != c.verified || pr.Echo == "" {
+			t.Errorf("verify-url %s = %d %s, want callback status %d, verified %v", c.body, a.status, a.body, c.status, c.verified)
+		}
+		if c.verified && pr.Body != pr.Echo {
+			t.Errorf("verify-url %s: body %q, echo %q", c.body, pr.Body, pr.Echo)
+		}
+	}
+	if a := s.do(http.MethodPost, "/sim/suites/"+suiteID+"/verify-url", `{"receiveid":"x"}`); a.status != http.StatusBadRequest {
+		t.Errorf("verify-url with an unknown field = %d, want 400", a.status)
 	}
 }
