@@ -48,6 +48,8 @@ const (
 	PathPermanentCodeV2  = "/cgi-bin/service/v2/get_permanent_code"
 	PathCorpToken        = "/cgi-bin/service/get_corp_token"
 	PathProviderToken    = "/cgi-bin/service/get_provider_token"
+	PathAuthInfo         = "/cgi-bin/service/get_auth_info"
+	PathAuthInfoV2       = "/cgi-bin/service/v2/get_auth_info"
 	pathServicePrefix    = "/cgi-bin/service/"
 	suiteTicketTTL       = 30 * time.Minute
 	suiteAuthCodeTTL     = 10 * time.Minute
@@ -177,6 +179,8 @@ func (s *Server) serveService(st *state, w *call, r *http.Request) {
 		s.withSuiteToken(st, w, r, s.permanentCode)
 	case PathCorpToken:
 		s.withSuiteToken(st, w, r, s.corpToken)
+	case PathAuthInfo, PathAuthInfoV2:
+		s.withSuiteToken(st, w, r, s.authInfo)
 	default:
 		q := r.URL.Query()
 		switch {
@@ -383,21 +387,54 @@ func (s *Server) corpToken(st *state, w *call, _ *http.Request, _ url.Values, to
 	}
 	su := tok.app
 	su.mu.Lock()
-	c := su.suite.corps[req.AuthCorpID]
+	named := su.suite.corps[req.AuthCorpID]
 	su.mu.Unlock()
-	valid := false
-	if c != nil {
-		c.fetchCorp.Add(1)
-		c.mu.Lock()
-		valid = c.corp.permanent != "" && c.corp.permanent == req.PermanentCode
-		c.mu.Unlock()
+	if named != nil {
+		named.fetchCorp.Add(1)
 	}
-	if !valid {
+	c := su.installed(req.AuthCorpID, req.PermanentCode)
+	if c == nil {
 		st.fail(w, styleWeCom, codeInvalidPermanentCode)
 		return
 	}
 	t, expiresIn := st.held(c, kindCorp, now.UnixNano(), s.ttl)
 	writeJSON(w, http.StatusOK, wechat.TokenResponse{Response: wechat.Response{ErrMsg: "ok"}, AccessToken: t, ExpiresIn: expiresIn})
+}
+
+// installed returns the corp corpid of suite su when permanent is its
+// current permanent code, or nil.
+func (su *appState) installed(corpid, permanent string) *appState {
+	su.mu.Lock()
+	c := su.suite.corps[corpid]
+	su.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corp.permanent == "" || c.corp.permanent != permanent {
+		return nil
+	}
+	return c
+}
+
+// authInfo answers get_auth_info and v2/get_auth_info {auth_corpid,
+// permanent_code}: the corp's authorization, or 40084.
+func (s *Server) authInfo(st *state, w *call, _ *http.Request, _ url.Values, tok *record, _ time.Time) {
+	req, ok := readService(st, w)
+	if !ok {
+		return
+	}
+	su := tok.app
+	c := su.installed(req.AuthCorpID, req.PermanentCode)
+	if c == nil {
+		st.fail(w, styleWeCom, codeInvalidPermanentCode)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok",
+		"auth_corp_info": map[string]any{"corpid": c.cfg.id, "corp_name": "corp " + c.cfg.id},
+		"auth_info":      map[string]any{"agent": []map[string]any{{"agentid": 1000001 + int(c.cfg.num%1000), "name": "suite " + su.cfg.id}}},
+	})
 }
 
 // PushSuiteTicket mints a new suite_ticket for the suite id and pushes it,
