@@ -440,7 +440,11 @@ func (s *Server) authInfo(st *state, w *call, _ *http.Request, _ url.Values, tok
 // PushSuiteTicket mints a new suite_ticket for the suite id and pushes it,
 // encrypted, to its callback URL; the ticket buys suite tokens for 30
 // minutes, even when the push failed.
-func (s *Server) PushSuiteTicket(id string) (PushResult, error) {
+func (s *Server) PushSuiteTicket(id string) (PushResult, error) { return s.pushSuiteTicket(id, "") }
+
+// pushSuiteTicket is PushSuiteTicket, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) pushSuiteTicket(id, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su := st.suite(id)
 	if su == nil {
@@ -460,7 +464,7 @@ func (s *Server) PushSuiteTicket(id string) (PushResult, error) {
 	}
 	su.suite.tickets = append(keep, t)
 	su.mu.Unlock()
-	res, err := s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[suite_ticket]]></InfoType><TimeStamp>%d</TimeStamp><SuiteTicket><![CDATA[%s]]></SuiteTicket></xml>",
+	res, err := s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[suite_ticket]]></InfoType><TimeStamp>%d</TimeStamp><SuiteTicket><![CDATA[%s]]></SuiteTicket></xml>",
 		id, now.Unix(), t.value))
 	res.Ticket = t.value
 	return res, err
@@ -493,7 +497,11 @@ func (s *Server) newAuthCode(su *appState, corpid string, now time.Time) (string
 // code (a new one if it had uninstalled before) and create_auth is pushed
 // with a fresh auth code. A corp that has the suite installed answers
 // ErrInstalled.
-func (s *Server) Install(id, corpid string) (PushResult, error) {
+func (s *Server) Install(id, corpid string) (PushResult, error) { return s.install(id, corpid, "") }
+
+// install is Install, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) install(id, corpid, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su := st.suite(id)
 	if su == nil {
@@ -533,7 +541,7 @@ func (s *Server) Install(id, corpid string) (PushResult, error) {
 	c.corp.authTime = now.Unix()
 	c.mu.Unlock()
 	su.mu.Unlock()
-	res, err := s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><AuthCode><![CDATA[%s]]></AuthCode><InfoType><![CDATA[create_auth]]></InfoType><TimeStamp>%d</TimeStamp><State><![CDATA[]]></State></xml>",
+	res, err := s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><AuthCode><![CDATA[%s]]></AuthCode><InfoType><![CDATA[create_auth]]></InfoType><TimeStamp>%d</TimeStamp><State><![CDATA[]]></State></xml>",
 		id, code, now.Unix()))
 	res.AuthCode = code
 	return res, err
@@ -563,7 +571,11 @@ func (st *state) installedCorp(id, corpid string) (*appState, *appState, error) 
 
 // Uninstall makes corpid remove the suite id: its permanent code and
 // tokens die (40084, 40001), and cancel_auth is pushed.
-func (s *Server) Uninstall(id, corpid string) (PushResult, error) {
+func (s *Server) Uninstall(id, corpid string) (PushResult, error) { return s.uninstall(id, corpid, "") }
+
+// uninstall is Uninstall, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) uninstall(id, corpid, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su, c, err := st.installedCorp(id, corpid)
 	if err != nil {
@@ -573,19 +585,25 @@ func (s *Server) Uninstall(id, corpid string) (PushResult, error) {
 	c.mu.Lock()
 	c.corp.permanent = ""
 	c.mu.Unlock()
-	return s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[cancel_auth]]></InfoType><TimeStamp>%d</TimeStamp><AuthCorpId><![CDATA[%s]]></AuthCorpId></xml>",
+	return s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[cancel_auth]]></InfoType><TimeStamp>%d</TimeStamp><AuthCorpId><![CDATA[%s]]></AuthCorpId></xml>",
 		id, st.now().Unix(), corpid))
 }
 
 // ChangeAuth pushes change_auth for the installed corp corpid of the suite
 // id (its administrator changed the authorized scope); nothing else changes.
 func (s *Server) ChangeAuth(id, corpid string) (PushResult, error) {
+	return s.changeAuth(id, corpid, "")
+}
+
+// changeAuth is ChangeAuth, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) changeAuth(id, corpid, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su, _, err := st.installedCorp(id, corpid)
 	if err != nil {
 		return PushResult{}, err
 	}
-	return s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[change_auth]]></InfoType><TimeStamp>%d</TimeStamp><AuthCorpId><![CDATA[%s]]></AuthCorpId><State><![CDATA[]]></State></xml>",
+	return s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[change_auth]]></InfoType><TimeStamp>%d</TimeStamp><AuthCorpId><![CDATA[%s]]></AuthCorpId><State><![CDATA[]]></State></xml>",
 		id, st.now().Unix(), corpid))
 }
 
@@ -594,6 +612,12 @@ func (s *Server) ChangeAuth(id, corpid string) (PushResult, error) {
 // pushes reset_permanent_code with an auth code that get_permanent_code
 // exchanges for the new one.
 func (s *Server) ResetPermanentCode(id, corpid string) (PushResult, error) {
+	return s.resetPermanentCode(id, corpid, "")
+}
+
+// resetPermanentCode is ResetPermanentCode, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) resetPermanentCode(id, corpid, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su, c, err := st.installedCorp(id, corpid)
 	if err != nil {
@@ -609,7 +633,7 @@ func (s *Server) ResetPermanentCode(id, corpid string) (PushResult, error) {
 	c.mu.Lock()
 	c.corp.permanent = "permanentcode@@@" + randomString(32)
 	c.mu.Unlock()
-	res, err := s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><AuthCode><![CDATA[%s]]></AuthCode><InfoType><![CDATA[reset_permanent_code]]></InfoType><TimeStamp>%d</TimeStamp></xml>",
+	res, err := s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><AuthCode><![CDATA[%s]]></AuthCode><InfoType><![CDATA[reset_permanent_code]]></InfoType><TimeStamp>%d</TimeStamp></xml>",
 		id, code, now.Unix()))
 	res.AuthCode = code
 	return res, err
@@ -650,7 +674,10 @@ func (s *Server) VerifyURL(id, receiveID string) (PushResult, error) {
 var suiteActions = []string{"push-ticket", "install", "uninstall", "change-auth", "reset-permanent-code", "verify-url"}
 
 // controlSuite answers POST /sim/suites/{id}/push-ticket, /install,
-// /uninstall, /change-auth and /reset-permanent-code.
+// /uninstall, /change-auth, /reset-permanent-code and /verify-url. The
+// body names the corp ({"corpid"}) and may name the receive id the push
+// is encrypted for and addressed to ("receive_id"; WeCom was seen sending
+// create_auth with the provider's corpid), the suite id by default.
 func (s *Server) controlSuite(w http.ResponseWriter, r *http.Request, rest string) {
 	id, action, ok := strings.Cut(rest, "/")
 	if !ok || id == "" || !slices.Contains(suiteActions, action) {
@@ -662,38 +689,29 @@ func (s *Server) controlSuite(w http.ResponseWriter, r *http.Request, rest strin
 	}
 	var res PushResult
 	var err error
-	switch action {
-	case "push-ticket":
-		res, err = s.PushSuiteTicket(id)
-	case "verify-url":
-		var req struct {
-			ReceiveID string `json:"receive_id"`
-		}
-		if r.ContentLength != 0 {
-			if err := readControl(r, &req); err != nil {
-				badRequest(w, err)
-				return
-			}
-		}
-		res, err = s.VerifyURL(id, req.ReceiveID)
-	default:
-		var req struct {
-			CorpID string `json:"corpid"`
-		}
+	var req struct {
+		CorpID    string `json:"corpid"`
+		ReceiveID string `json:"receive_id"`
+	}
+	if r.ContentLength != 0 || action != "push-ticket" && action != "verify-url" {
 		if err := readControl(r, &req); err != nil {
 			badRequest(w, err)
 			return
 		}
-		switch action {
-		case "install":
-			res, err = s.Install(id, req.CorpID)
-		case "uninstall":
-			res, err = s.Uninstall(id, req.CorpID)
-		case "change-auth":
-			res, err = s.ChangeAuth(id, req.CorpID)
-		default:
-			res, err = s.ResetPermanentCode(id, req.CorpID)
-		}
+	}
+	switch action {
+	case "push-ticket":
+		res, err = s.pushSuiteTicket(id, req.ReceiveID)
+	case "verify-url":
+		res, err = s.VerifyURL(id, req.ReceiveID)
+	case "install":
+		res, err = s.install(id, req.CorpID, req.ReceiveID)
+	case "uninstall":
+		res, err = s.uninstall(id, req.CorpID, req.ReceiveID)
+	case "change-auth":
+		res, err = s.changeAuth(id, req.CorpID, req.ReceiveID)
+	default:
+		res, err = s.resetPermanentCode(id, req.CorpID, req.ReceiveID)
 	}
 	switch {
 	case errors.Is(err, ErrUnknownApp):

@@ -626,3 +626,25 @@ func TestSuiteConcurrent(t *testing.T) {
 		t.Errorf("corp fetches = %d, want %d", f.Corp, 1+workers*rounds)
 	}
 }
+
+// TestSuitePushReceiveID: a push may be encrypted for and addressed to
+// another receive id, as WeCom was seen sending create_auth with the
+// provider's corpid.
+func TestSuitePushReceiveID(t *testing.T) {
+	s, pushes := newSuiteSim(t, 0)
+	a := s.do(http.MethodPost, "/sim/suites/"+suiteID+"/install", `{"corpid":"`+installCorp+`","receive_id":"`+providerID+`"}`)
+	if a.status != 200 {
+		t.Fatalf("install = %d %s", a.status, a.body)
+	}
+	if p := pushes.last(t); p["to"] != providerID || p["info"] != "create_auth" {
+		t.Errorf("push = %v, want create_auth to %s (the log decrypts with ToUserName as the receive id)", p, providerID)
+	}
+	s.do(http.MethodPost, "/sim/suites/"+suiteID+"/push-ticket", `{"receive_id":"`+providerID+`"}`)
+	if p := pushes.last(t); p["to"] != providerID || p["info"] != "suite_ticket" {
+		t.Errorf("push = %v, want suite_ticket to %s", p, providerID)
+	}
+	s.do(http.MethodPost, "/sim/suites/"+suiteID+"/change-auth", `{"corpid":"`+installCorp+`"}`)
+	if p := pushes.last(t); p["to"] != suiteID {
+		t.Errorf("push = %v, want the suite id by default", p)
+	}
+}
