@@ -335,25 +335,121 @@ apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
 	}
 }
 
+// nodeSDK returns the directory of the Node SDK tests and the node binary,
+// or skips the test when they are missing (fails with
+// WXPROXY_REQUIRE_NODE=1, as CI sets).
+func nodeSDK(tb testing.TB) (dir, node string) {
+	tb.Helper()
+	dir, _ = filepath.Abs("sdk/node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "wechat-api")); err != nil {
+		if os.Getenv("WXPROXY_REQUIRE_NODE") == "1" {
+			tb.Fatalf("e2e/sdk/node/node_modules missing and WXPROXY_REQUIRE_NODE=1 (run npm ci there): %v", err)
+		}
+		tb.Skip("e2e/sdk/node/node_modules missing; run npm ci there")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("WXPROXY_REQUIRE_NODE") == "1" {
+			tb.Fatal("node not found and WXPROXY_REQUIRE_NODE=1")
+		}
+		tb.Skip("node not found")
+	}
+	return dir, node
+}
+
+// sdkFlow is what wechat_api_flow.js printed: the results of its steps, or
+// the step that failed.
+type sdkFlow struct {
+	Token     string `json:"token"`
+	Followers struct {
+		ErrCode int `json:"errcode"`
+		Echo    struct {
+			AppID string `json:"appid"`
+			Path  string `json:"path"`
+		} `json:"echo"`
+	} `json:"followers"`
+	Sent struct {
+		ErrCode int `json:"errcode"`
+		Echo    struct {
+			Method string `json:"method"`
+			Path   string `json:"path"`
+		} `json:"echo"`
+	} `json:"sent"`
+
+	// Failed is the step that failed ("" = none), Error its error.
+	Failed string
+	Error  string
+	Output string // everything the script printed
+}
+
+// runSDKFlow runs wechat_api_flow.js against the wxproxy at host with env.
+func runSDKFlow(tb testing.TB, host string, env ...string) sdkFlow {
+	tb.Helper()
+	dir, node := nodeSDK(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "wechat_api_flow.js")
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "WXPROXY_HOST="+host, "APPID="+resAppID), env...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	res := sdkFlow{Output: stdout.String() + stderr.String()}
+	if runErr != nil {
+		var fail struct {
+			Step  string `json:"step"`
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(lastLine(stderr.String())), &fail); err != nil || fail.Step == "" {
+			tb.Fatalf("wechat-api flow: %v\n%s", runErr, res.Output)
+		}
+		res.Failed, res.Error = fail.Step, fail.Error
+		return res
+	}
+	if err := json.Unmarshal([]byte(lastLine(stdout.String())), &res); err != nil {
+		tb.Fatalf("output %q: %v", res.Output, err)
+	}
+	return res
+}
+
+func lastLine(s string) string {
+	sc := bufio.NewScanner(strings.NewReader(s))
+	var last string
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	return last
+}
+
+// checkSDKFlow asserts that the whole flow worked through wxproxy and that
+// no real token reached the SDK.
+func checkSDKFlow(tb testing.TB, res sdkFlow, simURL string) {
+	tb.Helper()
+	if res.Failed != "" {
+		tb.Fatalf("wechat-api flow failed at %s: %s\n%s", res.Failed, res.Error, res.Output)
+	}
+	if !strings.HasPrefix(res.Token, "wxp.main.") {
+		tb.Errorf("the SDK got token %q, want a wxproxy placeholder", res.Token)
+	}
+	if res.Followers.Echo.AppID != resAppID || res.Followers.Echo.Path != "/cgi-bin/user/get" {
+		tb.Errorf("getFollowers answered %+v", res.Followers)
+	}
+	if res.Sent.Echo.Method != "POST" || res.Sent.Echo.Path != "/cgi-bin/message/custom/send" {
+		tb.Errorf("sendText answered %+v", res.Sent)
+	}
+	for _, live := range liveTokens(tb, simURL) {
+		if strings.Contains(res.Output, live) {
+			tb.Error("a real token reached the SDK")
+		}
+	}
+}
+
 // TestWechatAPINodeSDK: the real wechat-api npm client (which forces
 // https://) runs its whole flow against wxproxy's TLS caller port: it
 // fetches /cgi-bin/token (a placeholder answered locally), lists
 // followers and sends a message.
 func TestWechatAPINodeSDK(t *testing.T) {
-	dir, _ := filepath.Abs("sdk/node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "wechat-api")); err != nil {
-		if os.Getenv("WXPROXY_REQUIRE_NODE") == "1" {
-			t.Fatalf("e2e/sdk/node/node_modules missing and WXPROXY_REQUIRE_NODE=1 (run npm ci there): %v", err)
-		}
-		t.Skip("e2e/sdk/node/node_modules missing; run npm ci there")
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("WXPROXY_REQUIRE_NODE") == "1" {
-			t.Fatal("node not found and WXPROXY_REQUIRE_NODE=1")
-		}
-		t.Skip("node not found")
-	}
+	nodeSDK(t)
 	s := startSim(t, "-app", resAppID+":"+resSecret)
 	ts := newTLSSetup(t)
 	w := startProxy(t, ts.dir, fmt.Sprintf(`
@@ -362,57 +458,69 @@ admin: {listen: 127.0.0.1:0}
 tls: {cert_file: tls.crt, key_file: tls.key}
 apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
 `, resAppID, resSecret, s.url))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "wechat_api_flow.js")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "WXPROXY_HOST="+strings.TrimPrefix(w.url, "http://"), "APPID="+resAppID, "NODE_EXTRA_CA_CERTS="+ts.caFile)
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
+	res := runSDKFlow(t, strings.TrimPrefix(w.url, "http://"), "NODE_EXTRA_CA_CERTS="+ts.caFile)
+	checkSDKFlow(t, res, s.url)
+}
+
+// TestWechatAPINodeSDKClientCert: the real wechat-api client presents a
+// client certificate through its own options (api.setOpts({cert, key,
+// ca})) and is known by it: the key whose cert_cn is the certificate's CN
+// admits it, with that key's API allowlist, and the access log names that
+// key. A certificate of another CN, one whose key's allowlist lacks an API
+// of the flow, or no certificate at all stop the flow where they should.
+func TestWechatAPINodeSDKClientCert(t *testing.T) {
+	nodeSDK(t)
+	s := startSim(t, "-app", resAppID+":"+resSecret)
+	ts := newTLSSetup(t)
+	w := startProxy(t, ts.dir, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.pem}
+callers:
+  keys:
+    - {name: sdk, cert_cn: wechat-api-sdk, apps: [main], apis: [/cgi-bin/token, /cgi-bin/user/get, "/cgi-bin/message/**"]}
+    - {name: sender, cert_cn: send-only, apis: [/cgi-bin/token, "/cgi-bin/message/**"]}
+    - {name: ops, key: ops-key-0123456789}
+apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
+`, resAppID, resSecret, s.url))
+	host := strings.TrimPrefix(w.url, "http://")
+	withCert := func(cn string) []string {
+		cert, key := ts.ca.Client(t, cn).Write(t, ts.dir, "client-"+cn)
+		return []string{"CLIENT_CERT=" + cert, "CLIENT_KEY=" + key, "CA_FILE=" + ts.caFile}
+	}
+
+	res := runSDKFlow(t, host, withCert("wechat-api-sdk")...)
+	checkSDKFlow(t, res, s.url)
+	var sdkLines int
+	for line := range strings.SplitSeq(w.output(), "\n") {
+		var rec struct {
+			API    string `json:"api"`
+			Caller string `json:"caller"`
+			Status int    `json:"status"`
 		}
-		t.Fatalf("wechat-api flow: %v\n%s%s", err, out, stderr)
-	}
-	var res struct {
-		Token     string `json:"token"`
-		Followers struct {
-			ErrCode int `json:"errcode"`
-			Echo    struct {
-				AppID string `json:"appid"`
-				Path  string `json:"path"`
-			} `json:"echo"`
-		} `json:"followers"`
-		Sent struct {
-			ErrCode int `json:"errcode"`
-			Echo    struct {
-				Method string `json:"method"`
-				Path   string `json:"path"`
-			} `json:"echo"`
-		} `json:"sent"`
-	}
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	var last string
-	for sc.Scan() {
-		last = sc.Text()
-	}
-	if err := json.Unmarshal([]byte(last), &res); err != nil {
-		t.Fatalf("output %q: %v", out, err)
-	}
-	if !strings.HasPrefix(res.Token, "wxp.main.") {
-		t.Errorf("the SDK got token %q, want a wxproxy placeholder", res.Token)
-	}
-	if res.Followers.Echo.AppID != resAppID || res.Followers.Echo.Path != "/cgi-bin/user/get" {
-		t.Errorf("getFollowers answered %+v", res.Followers)
-	}
-	if res.Sent.Echo.Method != "POST" || res.Sent.Echo.Path != "/cgi-bin/message/custom/send" {
-		t.Errorf("sendText answered %+v", res.Sent)
-	}
-	for _, live := range liveTokens(t, s.url) {
-		if strings.Contains(string(out), live) {
-			t.Error("a real token reached the SDK")
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.API == "" {
+			continue
 		}
+		if rec.Caller != "sdk" || rec.Status != 200 {
+			t.Errorf("access line %s: want caller sdk, status 200", line)
+		}
+		sdkLines++
+	}
+	if sdkLines != 3 {
+		t.Errorf("%d access lines, want 3 (token, user/get, custom/send):\n%s", sdkLines, w.output())
+	}
+
+	if res := runSDKFlow(t, host, withCert("send-only")...); res.Failed != "getFollowers" {
+		t.Errorf("send-only certificate: flow failed at %q (%s), want getFollowers (outside its apis)", res.Failed, res.Error)
+	}
+	if res := runSDKFlow(t, host, withCert("stranger")...); res.Failed != "token" {
+		t.Errorf("certificate of an unknown CN: flow failed at %q (%s), want token", res.Failed, res.Error)
+	}
+	if res := runSDKFlow(t, host, "NODE_EXTRA_CA_CERTS="+ts.caFile); res.Failed != "token" {
+		t.Errorf("no client certificate: flow failed at %q (%s), want token", res.Failed, res.Error)
+	}
+	if st := s.stats(t); st.APICalls["/cgi-bin/user/get"] != 1 || st.APICalls["/cgi-bin/message/custom/send"] != 1 {
+		t.Errorf("simulator calls %v: only the sdk certificate's flow should reach WeChat", st.APICalls)
 	}
 }
 
