@@ -11,9 +11,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -162,18 +165,52 @@ func simPost(tb testing.TB, base, path, body string) {
 	}
 }
 
-// TestEgressProxyE2E: with upstream_proxy, the token fetch and every
-// request leave through the proxy; the simulator sees nothing else.
-func TestEgressProxyE2E(t *testing.T) {
-	s := startSim(t, "-app", resAppID+":"+resSecret)
-	var mu sync.Mutex
-	var seen []string
-	fwd := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen = append(seen, r.Method+" "+r.URL.Path)
-		mu.Unlock()
-		if !strings.HasPrefix(r.URL.String(), s.url) {
-			http.Error(rw, "not the simulator", http.StatusForbidden) // loopback only
+// forwardProxy is an HTTP forward proxy on loopback, run by the test:
+// CONNECT tunnels (https upstreams) and absolute-form requests (http ones),
+// recording what it was asked for and the local address of every tunnel it
+// dialled.
+type forwardProxy struct {
+	*httptest.Server
+	mu       sync.Mutex
+	connects []string        // CONNECT authorities
+	plain    []string        // "METHOD path" of absolute-form requests
+	tunnels  map[string]bool // local addresses of the tunnels' upstream connections
+}
+
+func startForwardProxy(tb testing.TB) *forwardProxy {
+	tb.Helper()
+	fp := &forwardProxy{tunnels: map[string]bool{}}
+	fp.Server = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			if host, _, _ := net.SplitHostPort(r.Host); host != "127.0.0.1" {
+				http.Error(rw, "loopback only", http.StatusForbidden)
+				return
+			}
+			up, err := net.Dial("tcp", r.Host)
+			if err != nil {
+				http.Error(rw, "dial failed", http.StatusBadGateway)
+				return
+			}
+			fp.mu.Lock()
+			fp.connects = append(fp.connects, r.Host)
+			fp.tunnels[up.LocalAddr().String()] = true
+			fp.mu.Unlock()
+			conn, brw, err := http.NewResponseController(rw).Hijack()
+			if err != nil {
+				up.Close()
+				return
+			}
+			_, _ = conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n"))
+			go func() { _, _ = io.Copy(up, brw); up.Close() }()
+			_, _ = io.Copy(conn, up)
+			conn.Close()
+			return
+		}
+		fp.mu.Lock()
+		fp.plain = append(fp.plain, r.Method+" "+r.URL.Path)
+		fp.mu.Unlock()
+		if host, _, _ := net.SplitHostPort(r.URL.Host); r.URL.Scheme != "http" || host != "127.0.0.1" {
+			http.Error(rw, "loopback only", http.StatusForbidden)
 			return
 		}
 		out, _ := http.NewRequestWithContext(r.Context(), r.Method, r.URL.String(), r.Body)
@@ -190,25 +227,107 @@ func TestEgressProxyE2E(t *testing.T) {
 		rw.WriteHeader(resp.StatusCode)
 		_, _ = io.Copy(rw, resp.Body)
 	}))
-	defer fwd.Close()
+	tb.Cleanup(fp.Close)
+	return fp
+}
+
+func (fp *forwardProxy) seen() (connects, plain []string) {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	return slices.Clone(fp.connects), slices.Clone(fp.plain)
+}
+
+func (fp *forwardProxy) tunnelled(addr string) bool {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	return fp.tunnels[addr]
+}
+
+// TestEgressProxyE2E: with upstream_proxy and an http upstream, the token
+// fetch and every request leave through the proxy (absolute-form); the
+// proxy environment variables are not used.
+func TestEgressProxyE2E(t *testing.T) {
+	s := startSim(t, "-app", resAppID+":"+resSecret)
+	fp := startForwardProxy(t)
 	w := startProxy(t, t.TempDir(), fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: 127.0.0.1:0}
 upstream_proxy: %s
 apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
-`, fwd.URL, resAppID, resSecret, s.url), "HTTP_PROXY=http://127.0.0.1:1", "HTTPS_PROXY=http://127.0.0.1:1")
+`, fp.URL, resAppID, resSecret, s.url), "HTTP_PROXY=http://127.0.0.1:1", "HTTPS_PROXY=http://127.0.0.1:1")
 	if code, _, b := postJSON(t, http.DefaultClient, w.url+"/cgi-bin/message/custom/send", "{}"); code != 200 {
 		t.Fatalf("through upstream_proxy: %d %s", code, b)
 	}
-	mu.Lock()
-	got := strings.Join(seen, "; ")
-	mu.Unlock()
+	_, plain := fp.seen()
+	got := strings.Join(plain, "; ")
 	if !strings.Contains(got, "POST /cgi-bin/stable_token") || !strings.Contains(got, "POST /cgi-bin/message/custom/send") {
 		t.Errorf("the proxy saw %q; want the token fetch and the request", got)
 	}
 	st := s.stats(t)
 	if st.APICalls["/cgi-bin/message/custom/send"] != 1 {
 		t.Errorf("simulator calls %v", st.APICalls)
+	}
+}
+
+// TestEgressProxyCONNECTE2E: an https upstream (the simulator behind a
+// TLS front whose certificate the test CA signed, trusted through
+// SSL_CERT_FILE) reached through upstream_proxy: the token fetch and the
+// data plane both tunnel with CONNECT, the proxy sees no plain request,
+// and every connection the upstream accepted is one of the proxy's
+// tunnels — nothing left wxproxy any other way, whatever HTTP(S)_PROXY say.
+func TestEgressProxyCONNECTE2E(t *testing.T) {
+	s := startSim(t, "-app", resAppID+":"+resSecret)
+	ts := newTLSSetup(t)
+	simURL, _ := url.Parse(s.url)
+	var mu sync.Mutex
+	var accepted []string // remote addresses of the upstream's connections
+	front := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(simURL))
+	front.TLS = &tls.Config{Certificates: []tls.Certificate{ts.ca.Server(t).TLS}, MinVersion: tls.VersionTLS12}
+	front.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			mu.Lock()
+			accepted = append(accepted, c.RemoteAddr().String())
+			mu.Unlock()
+		}
+	}
+	front.StartTLS()
+	defer front.Close()
+	fp := startForwardProxy(t)
+	w := startProxy(t, t.TempDir(), fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+upstream_proxy: %s
+apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
+`, fp.URL, resAppID, resSecret, front.URL),
+		"SSL_CERT_FILE="+ts.caFile, "HTTP_PROXY=http://127.0.0.1:1", "HTTPS_PROXY=http://127.0.0.1:1")
+	for i := range 3 {
+		code, _, b := postJSON(t, http.DefaultClient, w.url+"/cgi-bin/message/custom/send", "{}", "X-Request-Id", fmt.Sprint("egress-", i))
+		if code != 200 || !strings.Contains(string(b), `"errcode":0`) {
+			t.Fatalf("https upstream through upstream_proxy: %d %s", code, b)
+		}
+	}
+	connects, plain := fp.seen()
+	want := strings.TrimPrefix(front.URL, "https://")
+	if len(connects) < 2 || len(plain) != 0 {
+		t.Errorf("the proxy saw CONNECT %v and plain %v; want tunnels for the token fetch and the data plane, nothing plain", connects, plain)
+	}
+	for _, c := range connects {
+		if c != want {
+			t.Errorf("CONNECT %s, want only %s", c, want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(accepted) == 0 {
+		t.Fatal("the upstream accepted no connection")
+	}
+	for _, a := range accepted {
+		if !fp.tunnelled(a) {
+			t.Errorf("the upstream accepted a connection from %s, not one of the proxy's tunnels: something bypassed upstream_proxy", a)
+		}
+	}
+	if st := s.stats(t); st.APICalls["/cgi-bin/message/custom/send"] != 3 || st.TokenFetches[resAppID]["stable"] != 1 {
+		t.Errorf("simulator saw %v and token fetches %v", st.APICalls, st.TokenFetches)
 	}
 }
 
