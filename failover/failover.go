@@ -13,6 +13,7 @@ package failover
 
 import (
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,10 +216,16 @@ type DialError struct{ Err error }
 func (e *DialError) Error() string { return "connect: " + e.Err.Error() }
 func (e *DialError) Unwrap() error { return e.Err }
 
-// NotSent reports whether err says a call never left (a DialError).
+// NotSent reports whether err says a call never left: a DialError, or a
+// failed dial as net/http reports it (a *net.OpError of Op "dial"), so a
+// client without a wrapping dialer fails over too.
 func NotSent(err error) bool {
 	var de *DialError
-	return errors.As(err, &de)
+	if errors.As(err, &de) {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // ErrAllDown is returned by Do when every upstream is down.
