@@ -77,13 +77,35 @@ func postJSON(tb testing.TB, client *http.Client, url, body string, hdr ...strin
 	return resp.StatusCode, resp.Header, b
 }
 
+// upstreamStates reads /admin/apps: the app's breaker and its upstreams'
+// states, in order.
+func upstreamStates(tb testing.TB, admin string) (breaker string, states []string) {
+	tb.Helper()
+	_, _, b := get(tb, admin+"/admin/apps")
+	var apps []struct {
+		Breaker   string `json:"breaker"`
+		Upstreams []struct {
+			URL   string `json:"url"`
+			State string `json:"state"`
+		} `json:"upstreams"`
+	}
+	if err := json.Unmarshal(b, &apps); err != nil || len(apps) != 1 {
+		tb.Fatalf("/admin/apps: %s", b)
+	}
+	for _, u := range apps[0].Upstreams {
+		states = append(states, u.State)
+	}
+	return apps[0].Breaker, states
+}
+
 // TestFailoverE2E: one simulator on two listeners (shared state) behind a
-// primary that refuses connections. Requests and the token fetch fail over
-// at once; a fault on listener 0 moves traffic to listener 1 without
-// sending any request twice under load; /admin/apps and the metrics show
-// it.
+// primary that refuses connections. Requests of any method, the token
+// fetch and the ticket fetch fail over at once; a fault on listener 0
+// moves traffic to listener 1 without sending any request twice under
+// load; /admin/apps and the metrics show it.
 func TestFailoverE2E(t *testing.T) {
-	_, sims := startSimListeners(t, 2, "-app", resAppID+":"+resSecret)
+	p, sims := startSimListeners(t, 2, "-app", resAppID+":"+resSecret)
+	s := &sim{proc: p, url: sims[0]}
 	dead := deadURL(t)
 	cfg := fmt.Sprintf(`
 listen: 127.0.0.1:0
@@ -94,14 +116,29 @@ apps:
     secret: %s
     upstream: %s
     failover: [%s, %s]
-    breaker: {consecutive_failures: 3, open_timeout: 1h}
+    tickets: [jsapi]
+    breaker: {consecutive_failures: 5, open_timeout: 1h}
 `, resAppID, resSecret, dead, sims[0], sims[1])
 	w := startProxy(t, t.TempDir(), cfg)
-	for i := range 5 {
-		if code, _, b := postJSON(t, http.DefaultClient, w.url+"/cgi-bin/message/custom/send", "{}", "X-Request-Id", fmt.Sprint("warm-", i)); code != 200 {
-			t.Fatalf("through failover: %d %s", code, b)
+	methods := []string{http.MethodPost, http.MethodGet, http.MethodPut, http.MethodPost, http.MethodGet, http.MethodDelete}
+	for i, m := range methods {
+		code, _, b := do(t, m, w.url+"/cgi-bin/message/custom/send?n="+fmt.Sprint(i), "{}")
+		if code != 200 || !strings.Contains(string(b), `"errcode":0`) {
+			t.Fatalf("%s through failover: %d %s", m, code, b)
 		}
 	}
+	// The ticket was fetched through the failover list too.
+	code, _, b := get(t, w.url+"/cgi-bin/ticket/getticket?type=jsapi")
+	if code != 200 || !strings.Contains(string(b), `"ticket":"`) {
+		t.Fatalf("getticket through failover: %d %s", code, b)
+	}
+	if st := s.stats(t); st.TokenFetches[resAppID]["stable"] != 1 || st.APICalls["/cgi-bin/ticket/getticket"] != 1 {
+		t.Errorf("token fetches %v, ticket fetches %d; want one of each, through the failover list", st.TokenFetches, st.APICalls["/cgi-bin/ticket/getticket"])
+	}
+	if _, states := upstreamStates(t, w.admin); strings.Join(states, ",") != "down,up,up" {
+		t.Errorf("after %d requests on a refusing primary: %v, want down,up,up", len(methods), states)
+	}
+
 	// listener 0 now fails with 502; listener 1 is healthy.
 	simPost(t, sims[0], "/sim/faults", `{"path":"/cgi-bin/message/custom/send","status":502,"listener":0}`)
 	var wg sync.WaitGroup
@@ -118,34 +155,27 @@ apps:
 		})
 	}
 	wg.Wait()
-	if codes[502] > 3+6 || codes[200] < 170 || len(codes) > 2 {
-		t.Errorf("answers %v: want a few 502 from WeChat (never resent) and the rest 200 from listener 1", codes)
+	// Listener 0 is down after 5 failures; requests in flight then may
+	// add one each. Every 502 is WeChat's answer passed back, never sent
+	// again: the simulator saw exactly one call per request.
+	if codes[502] < 5 || codes[502] > 5+6 || codes[200] != 180-codes[502] || len(codes) > 2 {
+		t.Errorf("answers %v: want 5 to 11 502s from WeChat (never resent) and the rest 200 from listener 1", codes)
 	}
-	st := (&sim{url: sims[0]}).stats(t)
+	st := s.stats(t)
+	if n := st.APICalls["/cgi-bin/message/custom/send"]; n != int64(len(methods))+180 {
+		t.Errorf("the simulator saw %d calls for %d requests: a request was sent twice", n, len(methods)+180)
+	}
 	if len(st.Duplicates) != 0 {
 		t.Errorf("duplicate_request_ids = %v", st.Duplicates)
 	}
-	_, _, b := get(t, w.admin+"/admin/apps")
-	var apps []struct {
-		Breaker   string `json:"breaker"`
-		Upstreams []struct {
-			URL   string `json:"url"`
-			State string `json:"state"`
-		} `json:"upstreams"`
-	}
-	if err := json.Unmarshal(b, &apps); err != nil || len(apps) != 1 || len(apps[0].Upstreams) != 3 {
-		t.Fatalf("/admin/apps: %s", b)
-	}
-	var states []string
-	for _, u := range apps[0].Upstreams {
-		states = append(states, u.State)
-	}
-	if got := strings.Join(states, ","); got != "down,down,up" || apps[0].Breaker != "closed" {
-		t.Errorf("upstreams %s breaker %s, want down,down,up and closed", got, apps[0].Breaker)
+	breaker, states := upstreamStates(t, w.admin)
+	if got := strings.Join(states, ","); got != "down,down,up" || breaker != "closed" {
+		t.Errorf("upstreams %s breaker %s, want down,down,up and closed", got, breaker)
 	}
 	_, _, m := get(t, w.admin+"/metrics")
 	for _, want := range []string{
 		fmt.Sprintf(`wxproxy_upstream_up{app="main",upstream=%q} 0`, dead),
+		fmt.Sprintf(`wxproxy_upstream_up{app="main",upstream=%q} 0`, sims[0]),
 		fmt.Sprintf(`wxproxy_upstream_up{app="main",upstream=%q} 1`, sims[1]),
 		fmt.Sprintf(`wxproxy_failovers_total{app="main",from=%q,to=%q}`, dead, sims[0]),
 		// Later requests skip both down upstreams: counted from the
@@ -156,6 +186,83 @@ apps:
 			t.Errorf("metrics lack %s:\n%s", want, grepLines(string(m), "wxproxy_failovers_total", "wxproxy_upstream_up"))
 		}
 	}
+}
+
+// TestFailoverProbeE2E: an upstream marked down after
+// breaker.consecutive_failures failures is probed again after
+// open_timeout, and a good probe brings it back; the app's breaker opens
+// only once every upstream is down.
+func TestFailoverProbeE2E(t *testing.T) {
+	p, sims := startSimListeners(t, 2, "-app", resAppID+":"+resSecret)
+	s := &sim{proc: p, url: sims[0]}
+	w := startProxy(t, t.TempDir(), fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+apps:
+  - name: main
+    appid: %s
+    secret: %s
+    upstream: %s
+    failover: [%s]
+    breaker: {consecutive_failures: 2, open_timeout: 2s}
+`, resAppID, resSecret, sims[0], sims[1]))
+	send := w.url + "/cgi-bin/message/custom/send"
+	simPost(t, sims[0], "/sim/faults", `{"path":"/cgi-bin/message/custom/send","status":502,"listener":0}`)
+	for i := range 2 {
+		if code, _, b := postJSON(t, http.DefaultClient, send, "{}"); code != 502 {
+			t.Fatalf("request %d on the failing primary: %d %s, want WeChat's 502 passed back", i, code, b)
+		}
+	}
+	if _, states := upstreamStates(t, w.admin); states[0] == "up" || states[1] != "up" {
+		t.Fatalf("after 2 failures: %v, want the primary down", states)
+	}
+	if code, _, b := postJSON(t, http.DefaultClient, send, "{}"); code != 200 {
+		t.Fatalf("with the primary down: %d %s, want 200 from the failover", code, b)
+	}
+	if n := s.stats(t).APICalls["/cgi-bin/message/custom/send"]; n != 3 {
+		t.Errorf("the simulator saw %d calls for 3 requests", n)
+	}
+	// The primary heals and the failover breaks: only a probe of the
+	// primary can answer 200 now.
+	if code, _, b := do(t, http.MethodDelete, sims[0]+"/sim/faults", ""); code != 200 {
+		t.Fatalf("DELETE /sim/faults: %d %s", code, b)
+	}
+	simPost(t, sims[0], "/sim/faults", `{"path":"/cgi-bin/message/custom/send","status":502,"listener":1}`)
+	waitFor(t, 15*time.Second, "the primary due for a probe after open_timeout", func() bool {
+		_, states := upstreamStates(t, w.admin)
+		return states[0] == "probing"
+	})
+	if code, _, b := postJSON(t, http.DefaultClient, send, "{}"); code != 200 {
+		t.Fatalf("the probe: %d %s, want 200 from the healed primary", code, b)
+	}
+	if _, states := upstreamStates(t, w.admin); states[0] != "up" {
+		t.Errorf("after a good probe: %v, want the primary up", states)
+	}
+	_, _, m := get(t, w.admin+"/metrics")
+	if want := fmt.Sprintf(`wxproxy_upstream_up{app="main",upstream=%q} 1`, sims[0]); !strings.Contains(string(m), want) {
+		t.Errorf("metrics lack %s", want)
+	}
+
+	// Both fail (errcode -1): the breaker stays closed while one is up,
+	// and opens once both are down.
+	if code, _, b := do(t, http.MethodDelete, sims[0]+"/sim/faults", ""); code != 200 {
+		t.Fatalf("DELETE /sim/faults: %d %s", code, b)
+	}
+	simPost(t, sims[0], "/sim/faults", `{"path":"/cgi-bin/message/custom/send","errcode":-1}`)
+	for range 2 {
+		postJSON(t, http.DefaultClient, send, "{}")
+	}
+	if breaker, states := upstreamStates(t, w.admin); breaker != "closed" || states[0] == "up" || states[1] != "up" {
+		t.Fatalf("one upstream down: breaker %s, upstreams %v; want closed with the failover up", breaker, states)
+	}
+	for range 2 {
+		postJSON(t, http.DefaultClient, send, "{}")
+	}
+	waitFor(t, 10*time.Second, "the app's breaker open with every upstream down", func() bool {
+		postJSON(t, http.DefaultClient, send, "{}")
+		breaker, states := upstreamStates(t, w.admin)
+		return breaker == "open" && states[0] != "up" && states[1] != "up"
+	})
 }
 
 func simPost(tb testing.TB, base, path, body string) {
