@@ -3,6 +3,8 @@ package failover
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -85,9 +87,9 @@ func TestDoFailsOverOnlyWhenNotSent(t *testing.T) {
 	}
 }
 
-// TestNotSent: a refused connection is "not sent" whether a dialer wrapped
-// it in a DialError or net/http reports it plainly; a connection cut after
-// the request was written is not.
+// TestNotSent: a refused connection or a failed TLS handshake is "not
+// sent" whether a dialer wrapped it in a DialError or net/http reports it
+// plainly; a connection cut after the request was written is not.
 func TestNotSent(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -101,6 +103,13 @@ func TestNotSent(t *testing.T) {
 	}
 	if !NotSent(fmt.Errorf("wrapped: %w", &DialError{Err: errors.New("refused")})) {
 		t.Error("a wrapped DialError is not NotSent")
+	}
+	untrusted := httptest.NewUnstartedServer(http.NotFoundHandler())
+	untrusted.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake failure is expected
+	untrusted.StartTLS()
+	defer untrusted.Close()
+	if _, err = http.Get(untrusted.URL); err == nil || !NotSent(err) {
+		t.Errorf("certificate that does not verify: NotSent(%v) = false", err)
 	}
 	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		c, _, _ := http.NewResponseController(w).Hijack()
