@@ -489,8 +489,13 @@ apps: [{name: main, appid: %s, secret: %s, upstream: %s}]
 	if code, _, b := postJSON(t, billing, send, "{}"); code != 200 {
 		t.Fatalf("billing by certificate: %d %s", code, b)
 	}
-	if code, h, _ := postJSON(t, billing, base+"/cgi-bin/user/get", "{}"); code != 403 || h.Get("X-WXProxy-Error") != "forbidden" {
-		t.Errorf("billing outside its apis: %d %q, want 403 forbidden", code, h.Get("X-WXProxy-Error"))
+	for _, path := range []string{"/cgi-bin/user/get", "/cgi-bin/message/../user/get", "/cgi-bin/message/%2e%2e/user/get", "//cgi-bin/message/./..//user/get"} {
+		if code, h, _ := postJSON(t, billing, base+path, "{}"); code != 403 || h.Get("X-WXProxy-Error") != "forbidden" {
+			t.Errorf("billing outside its apis (%s): %d %q, want 403 forbidden", path, code, h.Get("X-WXProxy-Error"))
+		}
+	}
+	if n := s.stats(t).APICalls["/cgi-bin/user/get"]; n != 0 {
+		t.Errorf("WeChat saw /cgi-bin/user/get %d times from a key not allowed to call it", n)
 	}
 	resp, err := billing.Get(base + "/CGI-BIN/token?grant_type=client_credential&appid=" + resAppID + "&secret=x")
 	if err != nil {
