@@ -12,7 +12,9 @@
 package failover
 
 import (
+	"crypto/tls"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,10 +217,19 @@ type DialError struct{ Err error }
 func (e *DialError) Error() string { return "connect: " + e.Err.Error() }
 func (e *DialError) Unwrap() error { return e.Err }
 
-// NotSent reports whether err says a call never left (a DialError).
+// NotSent reports whether err says a call never left: a DialError, a
+// failed dial as net/http reports it (a *net.OpError of Op "dial"), or a
+// TLS handshake that failed on the client's side (the server's certificate
+// did not verify) — so a net/http client without
+// a wrapping dialer fails over too. A TLS alert from the server is not
+// one: with TLS 1.3 it may arrive after the request was written.
 func NotSent(err error) bool {
-	var de *DialError
-	return errors.As(err, &de)
+	var (
+		de  *DialError
+		oe  *net.OpError
+		cve *tls.CertificateVerificationError
+	)
+	return errors.As(err, &de) || (errors.As(err, &oe) && oe.Op == "dial") || errors.As(err, &cve)
 }
 
 // ErrAllDown is returned by Do when every upstream is down.

@@ -2,6 +2,13 @@ package failover
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,5 +84,40 @@ func TestDoFailsOverOnlyWhenNotSent(t *testing.T) {
 	all.Report(0, false, Failure)
 	if err := all.Do(func(string) (Outcome, error) { return Success, nil }, nil); !errors.Is(err, ErrAllDown) {
 		t.Errorf("every upstream down: %v, want ErrAllDown", err)
+	}
+}
+
+// TestNotSent: a refused connection or a failed TLS handshake is "not
+// sent" whether a dialer wrapped it in a DialError or net/http reports it
+// plainly; a connection cut after the request was written is not.
+func TestNotSent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close()
+	_, err = http.Get(refused)
+	if err == nil || !NotSent(err) {
+		t.Errorf("refused connection: NotSent(%v) = false", err)
+	}
+	if !NotSent(fmt.Errorf("wrapped: %w", &DialError{Err: errors.New("refused")})) {
+		t.Error("a wrapped DialError is not NotSent")
+	}
+	untrusted := httptest.NewUnstartedServer(http.NotFoundHandler())
+	untrusted.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake failure is expected
+	untrusted.StartTLS()
+	defer untrusted.Close()
+	if _, err = http.Get(untrusted.URL); err == nil || !NotSent(err) {
+		t.Errorf("certificate that does not verify: NotSent(%v) = false", err)
+	}
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		c, _, _ := http.NewResponseController(w).Hijack()
+		c.Close()
+	}))
+	defer cut.Close()
+	_, err = http.Post(cut.URL, "application/json", strings.NewReader("{}"))
+	if err == nil || NotSent(err) {
+		t.Errorf("connection cut after sending: NotSent(%v) = true", err)
 	}
 }

@@ -51,6 +51,13 @@ func deadURL(tb testing.TB) string {
 // upstreams in order: "dead" or a listener index ("0", "1").
 func newFoEnv(tb testing.TB, ups ...string) *foEnv {
 	tb.Helper()
+	return newFoEnvTimeout(tb, 0, ups...)
+}
+
+// newFoEnvTimeout is newFoEnv with the upstream timeout given (0 = the
+// default).
+func newFoEnvTimeout(tb testing.TB, timeout time.Duration, ups ...string) *foEnv {
+	tb.Helper()
 	sim, err := wechatsim.New(wechatsim.Options{Apps: []wechatsim.App{{AppID: mainAppID, Secret: mainSecret}}})
 	if err != nil {
 		tb.Fatal(err)
@@ -88,7 +95,8 @@ func newFoEnv(tb testing.TB, ups ...string) *foEnv {
 	e.breaker = proxy.NewBreaker("main", proxy.BreakerSettings{ConsecutiveFailures: 3, FailureRatio: 1, MinRequests: 1000, OpenTimeout: time.Minute, HalfOpenRequests: 1}, nil)
 	primary, _ := url.Parse(e.ups[0])
 	p, err := proxy.New(proxy.Options{Apps: []*proxy.App{{Name: "main", Kind: proxy.KindOfficial, AppID: mainAppID, Secret: mainSecret,
-		Upstream: primary, Upstreams: e.set, Tokens: cache, Breaker: e.breaker}}, DefaultApp: "main", Metrics: metrics, Registry: e.reg})
+		Upstream: primary, Upstreams: e.set, Tokens: cache, Breaker: e.breaker}}, DefaultApp: "main", Metrics: metrics, Registry: e.reg,
+		UpstreamTimeout: timeout})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -193,6 +201,43 @@ func TestFailoverNeverResends(t *testing.T) {
 	}
 	if d := e.sim.Stats().DuplicateRequestIDs; len(d) != 0 {
 		t.Errorf("duplicate_request_ids = %v", d)
+	}
+}
+
+// TestFailoverTimeoutAndDropNotResent: a POST that reached WeChat and got
+// no answer — it timed out, or the connection was closed on it — is
+// answered with wxproxy's error and never sent to the next upstream, though
+// that one is up; the failures count towards marking the primary down.
+func TestFailoverTimeoutAndDropNotResent(t *testing.T) {
+	e := newFoEnvTimeout(t, 500*time.Millisecond, "0", "1")
+	calls := func() int64 { return e.sim.Stats().APICalls["/cgi-bin/message/custom/send"] }
+	if err := e.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/message/custom/send", Latency: 1500 * time.Millisecond, Count: 1, Listener: new(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := e.post(t, "slow"); code != 504 {
+		t.Errorf("timed out on the primary: HTTP %d, want 504", code)
+	}
+	if n := calls(); n != 1 {
+		t.Errorf("after a timeout the simulator saw %d calls, want 1 (not resent)", n)
+	}
+	if err := e.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/message/custom/send", Drop: true, Count: 1, Listener: new(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := e.post(t, "dropped"); code != 502 {
+		t.Errorf("connection closed by the primary: HTTP %d, want 502", code)
+	}
+	if n := calls(); n != 2 {
+		t.Errorf("after a dropped connection the simulator saw %d calls, want 2 (not resent)", n)
+	}
+	if err := e.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/message/custom/send", Drop: true, Count: 1, Listener: new(0)}); err != nil {
+		t.Fatal(err)
+	}
+	e.post(t, "dropped-again")
+	if got := e.states(); got != "down,up" {
+		t.Errorf("after 3 failures (timeout, drop, drop): %s, want down,up", got)
+	}
+	if code, errcode := e.post(t, "after"); code != 200 || errcode != 0 || calls() != 4 {
+		t.Errorf("next request: HTTP %d errcode %d, %d calls; want 200 on the failover, 4 calls", code, errcode, calls())
 	}
 }
 

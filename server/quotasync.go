@@ -34,6 +34,9 @@ type quotaSync struct {
 	client   *http.Client
 	interval func() time.Duration // in force (reload may change it); 0 = off
 	now      func() time.Time
+	// onFailover, if set, is told when a quota/get moves from one upstream
+	// to another (for wxproxy_failovers_total).
+	onFailover func(from, to string)
 
 	rdb     redis.UniversalClient // nil = this replica alone
 	prefix  string
@@ -199,7 +202,11 @@ func (q *quotaSync) fetch(ctx context.Context, api string) (ratelimit.WeChatQuot
 		return failover.Success, nil
 	}
 	if len(q.app.cfg.Failover) > 0 {
-		err = q.app.upstreams.Do(call, nil)
+		err = q.app.upstreams.Do(call, func(from, to int) {
+			if q.onFailover != nil {
+				q.onFailover(q.app.upstreams.URL(from), q.app.upstreams.URL(to))
+			}
+		})
 	} else {
 		_, err = call(q.app.cfg.Upstream)
 	}

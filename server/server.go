@@ -299,9 +299,10 @@ func (s *Server) newTickets(a config.App, tokens *token.Cache, store token.Store
 	return token.NewTickets(token.TicketTypes(a.Kind == config.KindWeCom), held, func(typ token.TicketType) (*token.Cache, error) {
 		kind := token.TicketKind()
 		return token.New(token.Options{
-			App:           a.Name,
-			Kind:          &kind,
-			Fetcher:       &token.TicketSource{Type: typ, Upstream: a.Upstream, Failover: upstreams, Tokens: tokens, Client: client},
+			App:  a.Name,
+			Kind: &kind,
+			Fetcher: &token.TicketSource{Type: typ, Upstream: a.Upstream, Failover: upstreams, Tokens: tokens, Client: client,
+				OnFailover: func(from, to string) { s.metrics.Failover(a.Name, from, to) }},
 			Store:         store,
 			Key:           ticketKey(typ, a),
 			RefreshBefore: a.RefreshBefore,
@@ -558,7 +559,8 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	}
 	for _, a := range s.apps {
 		qs := &quotaSync{log: s.log, app: a, client: s.fetch, now: time.Now, rdb: s.rdb,
-			prefix: s.config().Store.Redis.KeyPrefix, replica: s.replica,
+			onFailover: func(from, to string) { s.metrics.Failover(a.cfg.Name, from, to) },
+			prefix:     s.config().Store.Redis.KeyPrefix, replica: s.replica,
 			interval: func() time.Duration {
 				if c, ok := s.config().App(a.cfg.Name); ok {
 					return c.Quotas.SyncFromWeChat

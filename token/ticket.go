@@ -85,9 +85,12 @@ type TicketSource struct {
 	// Failover, if set, replaces Upstream: each fetch goes to the first of
 	// the app's upstreams that is up, as the app's token fetches do.
 	Failover *failover.Set
-	Tokens   AccessTokens
-	Client   *http.Client
-	Now      func() time.Time // default time.Now
+	// OnFailover, if set, is told when a fetch moves from one upstream to
+	// another (for wxproxy_failovers_total).
+	OnFailover func(from, to string)
+	Tokens     AccessTokens
+	Client     *http.Client
+	Now        func() time.Time // default time.Now
 }
 
 // Fetch gets the ticket; force is ignored (a ticket has no forced refresh).
@@ -124,8 +127,14 @@ func (s *TicketSource) fetch(ctx context.Context, tok string) (Token, error) {
 		var err error
 		t, o, err = s.fetchAt(ctx, base, tok)
 		return o, err
-	}, nil)
+	}, s.onFailover)
 	return t, err
+}
+
+func (s *TicketSource) onFailover(from, to int) {
+	if s.OnFailover != nil {
+		s.OnFailover(s.Failover.URL(from), s.Failover.URL(to))
+	}
 }
 
 // fetchAt asks the upstream at base for the ticket.

@@ -2,11 +2,24 @@
 // forces https:// on its endpoint, fetches /cgi-bin/token itself and then
 // calls business APIs with the token it got. Run by e2e/resilience_test.go:
 //   WXPROXY_HOST=127.0.0.1:PORT APPID=wx... NODE_EXTRA_CA_CERTS=ca.pem node wechat_api_flow.js
+// With CLIENT_CERT, CLIENT_KEY and CA_FILE set, the SDK presents that client
+// certificate (its caller identity, callers.keys[].cert_cn) and trusts the CA
+// through its own request options: setOpts replaces all of the SDK's default
+// urllib options, so everything it needs is given here.
 'use strict';
+const fs = require('fs');
 const API = require('wechat-api');
 
 const api = new API(process.env.APPID, 'the-sdk-never-needs-the-real-secret');
 api.setEndpoint(process.env.WXPROXY_HOST);
+if (process.env.CLIENT_CERT) {
+  api.setOpts({
+    timeout: 10000,
+    cert: fs.readFileSync(process.env.CLIENT_CERT),
+    key: fs.readFileSync(process.env.CLIENT_KEY),
+    ca: fs.readFileSync(process.env.CA_FILE),
+  });
+}
 
 const out = {};
 function fail(step, err) {
