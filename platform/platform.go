@@ -104,6 +104,10 @@ type Platform struct {
 	kick   chan struct{}  // a new ticket arrived while the component token is missing
 	loc    *time.Location // shared by every holder (each would make its own)
 
+	// Shared by every merchant's holder, made once.
+	merchantKind      token.Kind // each fetch mints a new token; the old one lives 5 more minutes
+	onMerchantRefresh func(token.Reason, error)
+
 	mu        sync.RWMutex
 	merchants map[string]*Merchant
 
@@ -153,6 +157,7 @@ func New(opts Options) (*Platform, error) {
 		merchants: map[string]*Merchant{},
 		misses:    map[string]time.Time{},
 	}
+	p.onMerchantRefresh = func(r token.Reason, err error) { p.onRefresh("authorizer", r, err) }
 	kind := token.Kind{} // each fetch mints a new token; the old one lives 5 more minutes
 	var err error
 	p.component, err = token.New(token.Options{
