@@ -33,7 +33,7 @@ func (p *Proxy) answerToken(r *request, app *App, kind pathKind, key *CallerKey)
 			return err
 		}
 	}
-	if !key.mayUse(app.Name) {
+	if !key.mayUseApp(app) {
 		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	r.app, r.local = app, true
@@ -167,7 +167,7 @@ func (p *Proxy) localApp(r *request, app *App, key *CallerKey) (*App, error) {
 			return nil, errNoApp
 		}
 	}
-	if !key.mayUse(app.Name) {
+	if !key.mayUseApp(app) {
 		return nil, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	r.app, r.local = app, true

@@ -37,3 +37,33 @@ func TestAppLabel(t *testing.T) {
 		}
 	}
 }
+
+// A caller key's apps name a platform (its component and every merchant)
+// or one merchant, {platform}@{appid}.
+func TestKeyAppsOfPlatforms(t *testing.T) {
+	pl := &platform{cfg: Platform{Name: "acme"}}
+	comp := &App{Name: "acme", Kind: KindComponent, plat: pl}
+	m1 := &App{Name: "acme@wx1", Kind: KindAuthorizer, AppID: "wx1", plat: pl}
+	m2 := &App{Name: "acme@wx2", Kind: KindAuthorizer, AppID: "wx2", plat: pl}
+	main := &App{Name: "main"}
+	for _, tc := range []struct {
+		apps []string
+		want map[*App]bool
+	}{
+		{nil, map[*App]bool{comp: true, m1: true, m2: true, main: true}},
+		{[]string{"acme"}, map[*App]bool{comp: true, m1: true, m2: true, main: false}},
+		{[]string{"acme@wx1"}, map[*App]bool{comp: false, m1: true, m2: false, main: false}},
+		{[]string{"main"}, map[*App]bool{comp: false, m1: false, m2: false, main: true}},
+	} {
+		k := &CallerKey{Name: "k", Apps: tc.apps}
+		for app, want := range tc.want {
+			if got := k.mayUseApp(app); got != want {
+				t.Errorf("key apps %v may use %s = %v, want %v", tc.apps, app.Name, got, want)
+			}
+		}
+	}
+	var none *CallerKey // no keys configured
+	if !none.mayUseApp(m1) {
+		t.Error("without keys every app is allowed")
+	}
+}
