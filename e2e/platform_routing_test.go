@@ -50,7 +50,7 @@ func call(tb testing.TB, method, url, key, app, body string) (int, http.Header, 
 // local api_authorizer_token answer routing to that merchant,
 // authorizer_unauthorized for a merchant WeChat answers 61023 for (by
 // prefix and by header), and caller keys limited to a platform or to one
-// merchant of it.
+// merchant of it, and merchants' jsapi tickets held and answered locally.
 func TestOpenPlatformRouting(t *testing.T) {
 	dir := t.TempDir()
 	cb := freeAddr(t)
@@ -126,6 +126,43 @@ callers:
 		}
 	}
 
+	// Merchants' tickets are held on demand and answered locally: a second
+	// ask, by prefix or header, costs WeChat nothing; each merchant has
+	// its own.
+	tickets := map[string]string{}
+	for _, m := range []string{merchantA, merchantB} {
+		for _, app := range []string{"", "acme@" + m} {
+			url := w.url + "/acme@" + m + "/cgi-bin/ticket/getticket?type=jsapi"
+			if app != "" {
+				url = w.url + "/cgi-bin/ticket/getticket?type=jsapi"
+			}
+			code, _, b := call(t, http.MethodGet, url, keyAll, app, "")
+			var ta struct {
+				ErrCode   int    `json:"errcode"`
+				Ticket    string `json:"ticket"`
+				ExpiresIn int64  `json:"expires_in"`
+			}
+			if err := json.Unmarshal(b, &ta); err != nil || code != 200 || ta.ErrCode != 0 || ta.Ticket == "" || ta.ExpiresIn <= 0 {
+				t.Fatalf("jsapi ticket of %s (header %q): %d %s", m, app, code, b)
+			}
+			if prev, ok := tickets[m]; ok && prev != ta.Ticket {
+				t.Errorf("jsapi ticket of %s changed between two asks", m)
+			}
+			tickets[m] = ta.Ticket
+		}
+	}
+	if tickets[merchantA] == tickets[merchantB] {
+		t.Error("two merchants got one jsapi ticket")
+	}
+	for _, m := range []string{merchantA, merchantB} {
+		if n := s.ticketFetchesOf(t, m)["jsapi"]; n != 1 {
+			t.Errorf("jsapi ticket fetches of %s = %d, want 1", m, n)
+		}
+	}
+	if code, _, b := call(t, http.MethodGet, w.url+"/acme@"+merchantA+"/cgi-bin/ticket/getticket?type=agent_config", keyAll, "", ""); code != 400 {
+		t.Errorf("a ticket type merchants do not have: %d %s", code, b)
+	}
+
 	// A merchant WeChat answers 61023 for (it authorized, then left; an
 	// operator imports it from an old system): 503 authorizer_unauthorized,
 	// by prefix and by header, listed and counted as unauthorized.
@@ -150,6 +187,10 @@ callers:
 		if code != 503 || hdr.Get("X-WXProxy-Error") != "authorizer_unauthorized" || decode(t, b).ErrCode != 61023 {
 			t.Errorf("unauthorized merchant %s: %d %q %s", tc.name, code, hdr.Get("X-WXProxy-Error"), b)
 		}
+	}
+	code, hdr, b := call(t, http.MethodGet, w.url+"/acme@"+merchantGone+"/cgi-bin/ticket/getticket?type=jsapi", keyAll, "", "")
+	if code != 503 || hdr.Get("X-WXProxy-Error") != "authorizer_unauthorized" {
+		t.Errorf("ticket of an unauthorized merchant: %d %q %s", code, hdr.Get("X-WXProxy-Error"), b)
 	}
 	if _, _, b := get(t, w.admin+"/admin/platforms/acme/authorizers?state=unauthorized"); !strings.Contains(string(b), merchantGone) || !strings.Contains(string(b), `"total":1`) {
 		t.Errorf("unauthorized list: %s", b)
@@ -184,4 +225,17 @@ callers:
 			t.Errorf("%s: error %q, want forbidden", tc.name, hdr.Get("X-WXProxy-Error"))
 		}
 	}
+}
+
+// ticketFetchesOf reads ticket_fetches of appid from the simulator.
+func (s *sim) ticketFetchesOf(tb testing.TB, appid string) map[string]int64 {
+	tb.Helper()
+	_, _, b := get(tb, s.url+"/sim/stats")
+	var st struct {
+		TicketFetches map[string]map[string]int64 `json:"ticket_fetches"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		tb.Fatalf("sim stats %s: %v", b, err)
+	}
+	return st.TicketFetches[appid]
 }

@@ -25,6 +25,8 @@ type Merchant struct {
 	busy         atomic.Bool  // a scheduled refresh is running
 	used         atomic.Int64 // unix seconds of the last call; 0 = none since start
 	authorizedAt atomic.Int64 // unix seconds: pushes older than this do not drop it
+	// tickets by slot of merchantTicketTypes; nil until first demanded
+	tickets [len(merchantTicketTypes)]atomic.Pointer[token.Cache]
 }
 
 // AppID is the merchant's authorizer_appid.

@@ -201,6 +201,8 @@ func (p *Proxy) ticket(app *App, typ token.TicketType) (*token.Token, error) {
 	switch {
 	case errors.Is(err, token.ErrUnknownTicketType):
 		return nil, &Error{Kind: KindBadRequest, Msg: "app " + app.Name + " has no " + string(typ) + " ticket", Err: err}
+	case err != nil && app.plat != nil:
+		return nil, p.platformError(app, err) // 61023, no component ticket, or none
 	case err != nil:
 		return nil, &Error{Kind: KindTokenUnavailable, Msg: "no " + string(typ) + " ticket for app " + app.Name + " (fetching it fails; see the wxproxy log)", Err: err}
 	}
