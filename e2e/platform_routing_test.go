@@ -163,6 +163,26 @@ callers:
 		t.Errorf("a ticket type merchants do not have: %d %s", code, b)
 	}
 
+	// WeChat kills merchantA's token: the call is retried once with a new
+	// one (one authorizer fetch), and WeChat's rid/get of it, which shows
+	// the URL with the token, is answered with the merchant's placeholder.
+	fetches := s.stats(t).TokenFetches[merchantA]["authorizer"]
+	s.post(t, "/sim/apps/"+merchantA+"/invalidate", "")
+	code, _, b = call(t, http.MethodGet, w.url+"/acme@"+merchantA+"/cgi-bin/user/get", keyAll, "", "")
+	var echoed struct {
+		ErrCode int    `json:"errcode"`
+		Rid     string `json:"rid"`
+	}
+	if err := json.Unmarshal(b, &echoed); err != nil || code != 200 || echoed.ErrCode != 0 || echoed.Rid == "" {
+		t.Fatalf("call with a killed merchant token: %d %s", code, b)
+	}
+	if got := s.stats(t).TokenFetches[merchantA]["authorizer"]; got != fetches+1 {
+		t.Errorf("authorizer fetches after a killed token: %d → %d, want one", fetches, got)
+	}
+	code, _, b = call(t, http.MethodPost, w.url+"/acme@"+merchantA+"/cgi-bin/openapi/rid/get", keyAll, "", `{"rid":"`+echoed.Rid+`"}`)
+	if code != 200 || !strings.Contains(string(b), "access_token=wxp.acme@"+merchantA+".") {
+		t.Errorf("rid/get of a merchant's call: %d %s; want its token shown as the merchant's placeholder", code, b)
+	}
 	// A merchant WeChat answers 61023 for (it authorized, then left; an
 	// operator imports it from an old system): 503 authorizer_unauthorized,
 	// by prefix and by header, listed and counted as unauthorized.

@@ -249,8 +249,10 @@ func (p *Proxy) answerJSSDKConfig(r *request, app *App, key *CallerKey) error {
 		return &Error{Kind: KindBadRequest, Msg: "/wxproxy/jssdk/config takes GET"}
 	}
 	if name, ok := rawQueryValue(r.query, "app"); ok {
-		named := p.apps[name]
+		named, err := p.lookupApp(name) // an app, or a platform's merchant {p}@{appid}
 		switch {
+		case err != nil:
+			return err
 		case named == nil:
 			return &Error{Kind: KindUnknownApp, Msg: "app= names no configured app"}
 		case app != nil && app != named:
