@@ -83,6 +83,11 @@ func TestOpenPlatformScale(t *testing.T) {
 	if per := (heap2 - heap0) / int64(n); per > maxHeapPerMerchant {
 		t.Errorf("a called merchant costs %d bytes of heap; want at most %d", per, maxHeapPerMerchant)
 	}
+	var detail []string
+	for _, m := range []string{"go_memstats_heap_sys_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines"} {
+		detail = append(detail, fmt.Sprintf("%s=%d", strings.TrimPrefix(m, "go_memstats_"), metric(t, w, m)))
+	}
+	t.Logf("runtime: %s", strings.Join(detail, " "))
 	st := s.stats(t)
 	t.Logf("simulator: %d authorizer token fetches, %d component token fetches", st.TokenFetches[compID]["authorizer"], st.TokenFetches[compID]["component"])
 }
