@@ -122,3 +122,50 @@ func TestRefreshTokenReplaced(t *testing.T) {
 		t.Errorf("after a restart the refresh token is not a rotated one: %v", err)
 	}
 }
+
+// recordCounter counts single-record writes of a file store.
+type recordCounter struct {
+	*platform.FileStore
+	mu   sync.Mutex
+	puts int
+}
+
+func (c *recordCounter) PutRecord(ctx context.Context, p string, r platform.Record) error {
+	c.mu.Lock()
+	c.puts++
+	c.mu.Unlock()
+	return c.FileStore.PutRecord(ctx, p, r)
+}
+
+// Recover writes the file store once per page of merchants, not once per
+// merchant (which would rewrite a file of megabytes ten thousand times).
+func TestRecoverWritesPages(t *testing.T) {
+	e := newEnv(t, 0)
+	const n = 1200 // three pages
+	for i := range n {
+		// Nobody receives the pushes yet: WeChat holds the merchants,
+		// the platform does not.
+		if _, err := e.sim.Authorize(compID, "wxrecover"+strconv.Itoa(100000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "platforms.json")
+	fs := &recordCounter{FileStore: platform.NewFileStore(path, 10*time.Millisecond)}
+	p := e.platform(fs, fs.FileStore)
+	e.pushTicket()
+	eventually(t, "ready", func() bool { return p.Ready() == nil })
+	listed, changed, err := p.Recover(context.Background())
+	if err != nil || listed != n || changed != n {
+		t.Fatalf("Recover = %d listed, %d changed, %v; want %d", listed, changed, err, n)
+	}
+	if fs.puts != 0 {
+		t.Errorf("Recover wrote %d single records; want pages", fs.puts)
+	}
+	if _, total := p.Authorizers("", 0, 1); total != n {
+		t.Errorf("held %d merchants, want %d", total, n)
+	}
+	recs, err := platform.NewFileStore(path, 0).Records(context.Background(), "acme")
+	if err != nil || len(recs) != n {
+		t.Errorf("file holds %d records (%v), want %d", len(recs), err, n)
+	}
+}
