@@ -46,7 +46,9 @@ func TestPlatformCredentialsScrubbed(t *testing.T) {
 	defer up.Close()
 	u, _ := url.Parse(up.URL)
 	now := time.Now()
-	tok := func(v string) *token.Token { return &token.Token{Value: v, ObtainedAt: now, ExpiresAt: now.Add(time.Hour)} }
+	tok := func(v string) *token.Token {
+		return &token.Token{Value: v, ObtainedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
 	p, err := proxy.New(proxy.Options{Platforms: []proxy.Platform{{
 		Name: "acme", ComponentAppID: "wxc0ffee0000000001", Secret: secret, Upstream: u,
 		Component: staticTokens{tok(compTok)}, Merchants: oneMerchant{tok(merchTok)},
