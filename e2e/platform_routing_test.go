@@ -159,6 +159,18 @@ callers:
 			t.Errorf("jsapi ticket fetches of %s = %d, want 1", m, n)
 		}
 	}
+	// Pages sign with a merchant's ticket through /wxproxy/jssdk/config.
+	code, _, b = call(t, http.MethodGet, w.url+"/wxproxy/jssdk/config?url=https%3A%2F%2Fshop.example%2Fp&app=acme@"+merchantA, keyAll, "", "")
+	var sig struct {
+		AppID     string `json:"appId"`
+		Signature string `json:"signature"`
+	}
+	if err := json.Unmarshal(b, &sig); err != nil || code != 200 || sig.AppID != merchantA || len(sig.Signature) != 40 {
+		t.Errorf("jssdk config of a merchant: %d %s", code, b)
+	}
+	if code, _, b := call(t, http.MethodGet, w.url+"/wxproxy/jssdk/config?url=https%3A%2F%2Fshop.example%2Fp&app=acme@"+merchantB, keyOneMerchnt, "", ""); code != 403 {
+		t.Errorf("jssdk config of a merchant the key may not use: %d %s", code, b)
+	}
 	if code, _, b := call(t, http.MethodGet, w.url+"/acme@"+merchantA+"/cgi-bin/ticket/getticket?type=agent_config", keyAll, "", ""); code != 400 {
 		t.Errorf("a ticket type merchants do not have: %d %s", code, b)
 	}
