@@ -159,6 +159,9 @@ callers:
 			t.Errorf("jsapi ticket fetches of %s = %d, want 1", m, n)
 		}
 	}
+	if _, _, b := get(t, w.admin+"/admin/platforms/acme/authorizers"); !strings.Contains(string(b), `"tickets":[{"type":"jsapi","fingerprint":`) || strings.Contains(string(b), tickets[merchantA]) {
+		t.Errorf("admin list of merchants' tickets (fingerprints only): %s", b)
+	}
 	// Pages sign with a merchant's ticket through /wxproxy/jssdk/config.
 	code, _, b = call(t, http.MethodGet, w.url+"/wxproxy/jssdk/config?url=https%3A%2F%2Fshop.example%2Fp&app=acme@"+merchantA, keyAll, "", "")
 	var sig struct {

@@ -105,6 +105,12 @@ func (m *Merchant) info(now time.Time) AuthorizerInfo {
 		lu := time.Unix(u, 0)
 		in.LastUsed = &lu
 	}
+	for _, ts := range m.Tickets().Statuses() {
+		if t := ts.Token; t != nil {
+			in.Tickets = append(in.Tickets, TicketInfo{Type: string(ts.Type), Fingerprint: token.Fingerprint(t.Value),
+				ExpiresAt: t.ExpiresAt, TTLSeconds: max(int64(t.ExpiresAt.Sub(now).Seconds()), 0)})
+		}
+	}
 	return in
 }
 

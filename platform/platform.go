@@ -519,6 +519,16 @@ type AuthorizerInfo struct {
 	LastUsed        *time.Time `json:"last_used,omitempty"`
 	Refreshes       int64      `json:"refreshes"`
 	ConsecutiveFail int        `json:"failures"`
+	// Tickets are the merchant's JS-SDK tickets held (on demand).
+	Tickets []TicketInfo `json:"tickets,omitempty"`
+}
+
+// TicketInfo is what the admin API shows of a merchant's ticket.
+type TicketInfo struct {
+	Type        string    `json:"type"`
+	Fingerprint string    `json:"fingerprint"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	TTLSeconds  int64     `json:"ttl_seconds"`
 }
 
 // Authorizers lists merchants by appid, those in state only when state is

@@ -44,6 +44,9 @@ func TestMerchantTicketsHeld(t *testing.T) {
 	if len(st) != 1 || st[0].Type != token.TicketJSAPI || st[0].Token == nil || st[0].Token.Value != t1.Value {
 		t.Errorf("statuses = %+v", st)
 	}
+	if in := m.Info(); len(in.Tickets) != 1 || in.Tickets[0].Type != "jsapi" || in.Tickets[0].Fingerprint != token.Fingerprint(t1.Value) {
+		t.Errorf("admin info tickets = %+v", in.Tickets)
+	}
 	// Used: the scheduler replaces the ticket when it expires, without
 	// a caller waiting for it.
 	eventually(t, "the ticket refreshed in the background", func() bool {
