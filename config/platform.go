@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"time"
 	"unicode"
@@ -171,4 +172,27 @@ func (d *decoder) platform(p string, f *platformFile, apps []App, prev []Platfor
 	pl.Quotas = d.quotas(p+".quotas", &f.Quotas)
 	pl.Breaker = d.breaker(p+".breaker", &f.Breaker)
 	return pl
+}
+
+// keyAppProblem says what is wrong with name in callers.keys[].apps, or
+// "": it names an app, a platform (its component and all its merchants),
+// or one merchant of a platform as {platform}@{authorizer_appid}.
+func (c *Config) keyAppProblem(name string) string {
+	if _, found := c.App(name); found {
+		return ""
+	}
+	pname, appid, merchant := strings.Cut(name, "@")
+	if _, found := c.Platform(pname); !found {
+		switch {
+		case merchant:
+			return fmt.Sprintf("no platform named %q", pname)
+		case len(c.Platforms) > 0:
+			return fmt.Sprintf("no app or platform named %q", name)
+		}
+		return fmt.Sprintf("no app named %q", name)
+	}
+	if merchant && (appid == "" || len(appid) > 64 || strings.ContainsFunc(appid, unicode.IsSpace) || strings.ContainsAny(appid, "@/")) {
+		return fmt.Sprintf("%q: want {platform}@{authorizer_appid}", name)
+	}
+	return ""
 }

@@ -98,3 +98,27 @@ func TestPlatformRedacted(t *testing.T) {
 		t.Errorf("redacted output lacks the platform:\n%s", out)
 	}
 }
+
+// Caller keys may be limited to a platform (its component and every
+// merchant) or to one merchant of it, {platform}@{authorizer_appid}.
+func TestCallerKeyAppsNamePlatforms(t *testing.T) {
+	keys := func(apps string) string {
+		return onePlatform + "callers: {keys: [{name: a, key: k, apps: " + apps + "}]}\n"
+	}
+	c := mustParse(t, keys("[main, acme, acme@wxmerchant00000001]"), nil)
+	if got := c.Callers.Keys[0].Apps; strings.Join(got, ",") != "main,acme,acme@wxmerchant00000001" {
+		t.Errorf("apps = %v", got)
+	}
+	for _, tc := range []struct{ apps, want string }{
+		{"[nope]", `callers.keys[0].apps[0]: no app or platform named "nope"`},
+		{"[other@wxmerchant00000001]", `callers.keys[0].apps[0]: no platform named "other"`},
+		{`["acme@"]`, `callers.keys[0].apps[0]: "acme@": want {platform}@{authorizer_appid}`},
+		{`["acme@wx 1"]`, `callers.keys[0].apps[0]: "acme@wx 1": want {platform}@{authorizer_appid}`},
+		{`["acme@a@b"]`, `callers.keys[0].apps[0]: "acme@a@b": want {platform}@{authorizer_appid}`},
+	} {
+		_, err := parse(t, keys(tc.apps), nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("apps %s: %v, want %s", tc.apps, err, tc.want)
+		}
+	}
+}

@@ -568,8 +568,8 @@ func (d *decoder) callers(f *callersFile, c *Config) Callers {
 			if d.bad[ap] {
 				continue
 			}
-			if _, found := c.App(a.v); !found {
-				d.errorf(ap, "no app named %q", a.v)
+			if msg := c.keyAppProblem(a.v); msg != "" {
+				d.errorf(ap, "%s", msg)
 			}
 			k.Apps = append(k.Apps, a.v)
 		}

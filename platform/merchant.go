@@ -25,6 +25,8 @@ type Merchant struct {
 	busy         atomic.Bool  // a scheduled refresh is running
 	used         atomic.Int64 // unix seconds of the last call; 0 = none since start
 	authorizedAt atomic.Int64 // unix seconds: pushes older than this do not drop it
+	// tickets by slot of merchantTicketTypes; nil until first demanded
+	tickets [len(merchantTicketTypes)]atomic.Pointer[token.Cache]
 }
 
 // AppID is the merchant's authorizer_appid.
@@ -103,6 +105,12 @@ func (m *Merchant) info(now time.Time) AuthorizerInfo {
 		lu := time.Unix(u, 0)
 		in.LastUsed = &lu
 	}
+	for _, ts := range m.Tickets().Statuses() {
+		if t := ts.Token; t != nil {
+			in.Tickets = append(in.Tickets, TicketInfo{Type: string(ts.Type), Fingerprint: token.Fingerprint(t.Value),
+				ExpiresAt: t.ExpiresAt, TTLSeconds: max(int64(t.ExpiresAt.Sub(now).Seconds()), 0)})
+		}
+	}
 	return in
 }
 
@@ -178,17 +186,19 @@ func (m *Merchant) record() Record {
 	return r
 }
 
-// newMerchant makes the holder of one merchant.
+// newMerchant makes the holder of one merchant. What all merchants of
+// the platform share (the Kind, the refresh hook, the time zone, the
+// logger) is made once in New: a platform holds thousands of merchants.
 func (p *Platform) newMerchant(appid string) *Merchant {
 	m := &Merchant{p: p, appid: appid}
-	kind := token.Kind{}
+	key := MerchantKey(p.name, appid) // also the holder's name in logs
 	// Options are valid by construction: New cannot fail.
 	m.cache, _ = token.New(token.Options{
-		App:           p.name + "@" + appid,
-		Kind:          &kind,
-		Fetcher:       token.SourceFunc(m.fetch),
+		App:           key,
+		Kind:          &p.merchantKind,
+		Fetcher:       (*merchantSource)(m),
 		Store:         p.opts.Tokens,
-		Key:           MerchantKey(p.name, appid),
+		Key:           key,
 		RefreshBefore: p.opts.RefreshBefore,
 		FetchTimeout:  2 * p.opts.FetchTimeout, // the component token may be fetched first
 		LockTTL:       p.opts.LockTTL,
@@ -197,10 +207,18 @@ func (p *Platform) newMerchant(appid string) *Merchant {
 		Now:           p.now,
 		Logger:        p.opts.Logger,
 		OnInstall:     func(v string) { p.onInstall(appid, v) },
-		OnRefresh:     func(r token.Reason, err error) { p.onRefresh("authorizer", r, err) },
+		OnRefresh:     p.onMerchantRefresh,
 		OnStoreError:  p.opts.OnStoreError,
 	})
 	return m
+}
+
+// merchantSource is a Merchant seen as the Source of its token, without
+// the allocation of a method value per merchant.
+type merchantSource Merchant
+
+func (s *merchantSource) Fetch(ctx context.Context, force bool) (token.Token, error) {
+	return (*Merchant)(s).fetch(ctx, force)
 }
 
 // adoptRecord adds or updates the merchant of r.

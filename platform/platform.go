@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,7 @@ type Options struct {
 	// scrubbed from answers and logs.
 	OnSecret func(value string)
 	// OnRefresh, if set, is called after every fetch attempt; kind is
-	// "component" or "authorizer".
+	// "component", "authorizer" or "ticket" (a merchant's).
 	OnRefresh func(kind string, reason token.Reason, err error)
 	// OnStoreError, if set, is called when a store fails.
 	OnStoreError func(op string, err error)
@@ -103,6 +104,12 @@ type Platform struct {
 	ticket atomic.Pointer[Ticket]
 	kick   chan struct{}  // a new ticket arrived while the component token is missing
 	loc    *time.Location // shared by every holder (each would make its own)
+
+	// Shared by every merchant's holder, made once.
+	merchantKind      token.Kind // each fetch mints a new token; the old one lives 5 more minutes
+	onMerchantRefresh func(token.Reason, error)
+	ticketKind        token.Kind
+	onTicketRefresh   func(token.Reason, error)
 
 	mu        sync.RWMutex
 	merchants map[string]*Merchant
@@ -153,6 +160,9 @@ func New(opts Options) (*Platform, error) {
 		merchants: map[string]*Merchant{},
 		misses:    map[string]time.Time{},
 	}
+	p.onMerchantRefresh = func(r token.Reason, err error) { p.onRefresh("authorizer", r, err) }
+	p.ticketKind = token.TicketKind()
+	p.onTicketRefresh = func(r token.Reason, err error) { p.onRefresh("ticket", r, err) }
 	kind := token.Kind{} // each fetch mints a new token; the old one lives 5 more minutes
 	var err error
 	p.component, err = token.New(token.Options{
@@ -380,15 +390,22 @@ func (p *Platform) watchRecords(ctx context.Context) {
 	}
 }
 
-// watchTokens adopts merchant tokens other replicas announce.
+// watchTokens adopts merchant tokens and tickets other replicas announce.
 func (p *Platform) watchTokens(ctx context.Context, w token.Watcher) {
 	prefix := p.name + "@"
 	for key := range w.Watch(ctx) {
-		if len(key) <= len(prefix) || key[:len(prefix)] != prefix {
+		if appid, ok := strings.CutPrefix(key, prefix); ok && appid != "" {
+			if m := p.lookup(appid); m != nil {
+				m.cache.Sync(ctx)
+			}
 			continue
 		}
-		if m := p.lookup(key[len(prefix):]); m != nil {
-			m.cache.Sync(ctx)
+		if typ, appid, ok := parseTicketKey(p.name, key); ok {
+			if m := p.lookup(appid); m != nil {
+				if c := m.heldTicket(typ); c != nil {
+					c.Sync(ctx)
+				}
+			}
 		}
 	}
 }
@@ -437,7 +454,7 @@ func (p *Platform) schedule(ctx context.Context) {
 			m.busy.Store(true)
 			wg.Go(func() {
 				defer func() { m.busy.Store(false); <-sem }()
-				m.cache.Step(ctx)
+				m.step(ctx)
 			})
 		}
 	}
@@ -455,7 +472,7 @@ func (p *Platform) due() []*Merchant {
 		if used == 0 || used < idle || m.unauthorized.Load() || m.busy.Load() {
 			continue
 		}
-		if m.cache.Due() {
+		if m.cache.Due() || m.dueTickets() {
 			out = append(out, m)
 		}
 	}
@@ -502,6 +519,16 @@ type AuthorizerInfo struct {
 	LastUsed        *time.Time `json:"last_used,omitempty"`
 	Refreshes       int64      `json:"refreshes"`
 	ConsecutiveFail int        `json:"failures"`
+	// Tickets are the merchant's JS-SDK tickets held (on demand).
+	Tickets []TicketInfo `json:"tickets,omitempty"`
+}
+
+// TicketInfo is what the admin API shows of a merchant's ticket.
+type TicketInfo struct {
+	Type        string    `json:"type"`
+	Fingerprint string    `json:"fingerprint"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	TTLSeconds  int64     `json:"ttl_seconds"`
 }
 
 // Authorizers lists merchants by appid, those in state only when state is

@@ -317,6 +317,7 @@ func (p *Platform) Recover(ctx context.Context) (listed, changed int, err error)
 		if err != nil {
 			return listed, changed, err
 		}
+		var batch []Record
 		for _, a := range ans.List {
 			if a.AppID == "" || len(a.AppID) > 64 || a.Refresh == "" {
 				continue
@@ -328,17 +329,42 @@ func (p *Platform) Recover(ctx context.Context) (listed, changed int, err error)
 				}
 			}
 			p.onSecret(a.Refresh)
-			r := Record{AppID: a.AppID, RefreshToken: a.Refresh, State: StateOK, UpdatedAt: p.now(), AuthorizedAt: a.Time}
-			if err := p.store.PutRecord(ctx, p.name, r); err != nil {
-				return listed, changed, fmt.Errorf("platform: store a refresh token: %w", err)
-			}
-			p.adoptRecord(r)
-			changed++
+			batch = append(batch, Record{AppID: a.AppID, RefreshToken: a.Refresh, State: StateOK, UpdatedAt: p.now(), AuthorizedAt: a.Time})
 		}
+		// Durable first, then held: a page is one write where the store
+		// can batch (the file store would rewrite its file per record).
+		if err := p.putRecords(ctx, batch); err != nil {
+			return listed, changed, fmt.Errorf("platform: store a refresh token: %w", err)
+		}
+		for _, r := range batch {
+			p.adoptRecord(r)
+		}
+		changed += len(batch)
 		if len(ans.List) < page || offset+page >= ans.Total || offset >= maxRecords {
 			return listed, changed, nil
 		}
 	}
+}
+
+// recordBatcher is a Store that writes many records at once.
+type recordBatcher interface {
+	PutRecords(ctx context.Context, platform string, rs []Record) error
+}
+
+// putRecords stores rs: in one write if the store can, else one by one.
+func (p *Platform) putRecords(ctx context.Context, rs []Record) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	if b, ok := p.store.(recordBatcher); ok {
+		return b.PutRecords(ctx, p.name, rs)
+	}
+	for _, r := range rs {
+		if err := p.store.PutRecord(ctx, p.name, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // StartPush asks WeChat to (re)start pushing component_verify_tickets

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,10 +15,10 @@ import (
 	"github.com/wxproxy/wxproxy/wxcrypt"
 )
 
-// TestTenThousandMerchants measures what 10,000 merchants cost: memory
-// held, the size of their durable state, and that a call reads the token
-// from memory (no store round trip: the stores here would fail the test
-// if asked). Run with -v for the numbers.
+// TestTenThousandMerchants measures the size of 10,000 merchants' durable
+// state and that a call reads the token from memory: no store round trip
+// (the store counts reads of merchant tokens). TestMerchantMemory measures
+// their memory. Run with -v for the numbers.
 func TestTenThousandMerchants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
@@ -39,9 +39,6 @@ func TestTenThousandMerchants(t *testing.T) {
 	}
 	st, _ := os.Stat(filepath.Join(dir, "platforms.json"))
 
-	runtime.GC()
-	var m0 runtime.MemStats
-	runtime.ReadMemStats(&m0)
 	crypt, _ := wxcrypt.New(wxcrypt.Options{Token: msgToken, AESKey: aesKey})
 	counting := &countingStore{FileStore: fs}
 	p, err := platform.New(platform.Options{Name: "acme", ComponentAppID: compID, Secret: compSecret, Crypter: crypt,
@@ -65,15 +62,7 @@ func TestTenThousandMerchants(t *testing.T) {
 		}
 		ms = append(ms, m)
 	}
-	runtime.GC()
-	var m1 runtime.MemStats
-	runtime.ReadMemStats(&m1)
-	held := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
-	t.Logf("10,000 merchants: heap %.1f MiB (%d bytes each, tokens included); durable state file %.1f MiB",
-		float64(held)/(1<<20), held/n, float64(st.Size())/(1<<20))
-	if held > 40<<20 {
-		t.Errorf("10,000 merchants hold %d MiB; want a few", held>>20)
-	}
+	t.Logf("10,000 merchants: durable state file %.1f MiB", float64(st.Size())/(1<<20))
 	// The hot path: no store round trip per call.
 	loads := atomic.LoadInt64(&counting.loads)
 	start := time.Now()
@@ -91,14 +80,17 @@ func TestTenThousandMerchants(t *testing.T) {
 	t.Logf("Current: %v per call; scheduler scan of 10,000: %v", el/(10*n), scan(p))
 }
 
-// countingStore counts token loads.
+// countingStore counts loads of merchant tokens (the component token's
+// holder runs, and retries, on its own).
 type countingStore struct {
 	*platform.FileStore
 	loads int64
 }
 
 func (c *countingStore) Load(ctx context.Context, key string) (token.Token, error) {
-	atomic.AddInt64(&c.loads, 1)
+	if strings.HasPrefix(key, "acme@") {
+		atomic.AddInt64(&c.loads, 1)
+	}
 	return c.FileStore.Load(ctx, key)
 }
 

@@ -324,6 +324,16 @@ func (f *FileStore) PutRecord(_ context.Context, platform string, r Record) erro
 	return f.do(true, false, func(s *state) error { s.putRecord(platform, r); return nil })
 }
 
+// PutRecords stores rs in one write of the file.
+func (f *FileStore) PutRecords(_ context.Context, platform string, rs []Record) error {
+	return f.do(true, false, func(s *state) error {
+		for _, r := range rs {
+			s.putRecord(platform, r)
+		}
+		return nil
+	})
+}
+
 // DeleteRecord drops a merchant and its token; written at once.
 func (f *FileStore) DeleteRecord(_ context.Context, platform, appid string) error {
 	return f.do(true, false, func(s *state) error {

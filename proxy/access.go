@@ -136,6 +136,16 @@ func (k *CallerKey) mayUse(app string) bool {
 	return k == nil || len(k.Apps) == 0 || slices.Contains(k.Apps, app)
 }
 
+// mayUseApp reports whether the key may use app: listed by name, or for a
+// merchant of a platform ({platform}@{appid}), by its platform's name,
+// which stands for the component and all its merchants.
+func (k *CallerKey) mayUseApp(app *App) bool {
+	if k.mayUse(app.Name) {
+		return true
+	}
+	return app.Kind == KindAuthorizer && app.plat != nil && slices.Contains(k.Apps, app.plat.cfg.Name)
+}
+
 func remoteIP(ctx *fasthttp.RequestCtx) netip.Addr {
 	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
 		if ip, ok := netip.AddrFromSlice(ta.IP); ok {

@@ -33,7 +33,7 @@ func (p *Proxy) answerToken(r *request, app *App, kind pathKind, key *CallerKey)
 			return err
 		}
 	}
-	if !key.mayUse(app.Name) {
+	if !key.mayUseApp(app) {
 		return &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	r.app, r.local = app, true
@@ -167,7 +167,7 @@ func (p *Proxy) localApp(r *request, app *App, key *CallerKey) (*App, error) {
 			return nil, errNoApp
 		}
 	}
-	if !key.mayUse(app.Name) {
+	if !key.mayUseApp(app) {
 		return nil, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	r.app, r.local = app, true
@@ -201,6 +201,8 @@ func (p *Proxy) ticket(app *App, typ token.TicketType) (*token.Token, error) {
 	switch {
 	case errors.Is(err, token.ErrUnknownTicketType):
 		return nil, &Error{Kind: KindBadRequest, Msg: "app " + app.Name + " has no " + string(typ) + " ticket", Err: err}
+	case err != nil && app.plat != nil:
+		return nil, p.platformError(app, err) // 61023, no component ticket, or none
 	case err != nil:
 		return nil, &Error{Kind: KindTokenUnavailable, Msg: "no " + string(typ) + " ticket for app " + app.Name + " (fetching it fails; see the wxproxy log)", Err: err}
 	}
@@ -247,8 +249,10 @@ func (p *Proxy) answerJSSDKConfig(r *request, app *App, key *CallerKey) error {
 		return &Error{Kind: KindBadRequest, Msg: "/wxproxy/jssdk/config takes GET"}
 	}
 	if name, ok := rawQueryValue(r.query, "app"); ok {
-		named := p.apps[name]
+		named, err := p.lookupApp(name) // an app, or a platform's merchant {p}@{appid}
 		switch {
+		case err != nil:
+			return err
 		case named == nil:
 			return &Error{Kind: KindUnknownApp, Msg: "app= names no configured app"}
 		case app != nil && app != named:

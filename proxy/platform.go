@@ -37,6 +37,13 @@ type Merchants interface {
 	QueryAuth(ctx context.Context, code string) (Authorization, error)
 }
 
+// MerchantTickets is implemented by the TokenSource of a merchant that
+// holds tickets: its jsapi and wx_card tickets are then answered locally
+// (SPEC §12, as for apps in §11).
+type MerchantTickets interface {
+	Tickets() Tickets
+}
+
 // Authorization is what api_query_auth answers, minus the credentials.
 type Authorization struct {
 	AppID     string
@@ -115,6 +122,9 @@ func (p *Proxy) platformApp(ctx context.Context, name string) (app *App, ok bool
 	}
 	a = &App{Name: pname + "@" + appid, Kind: KindAuthorizer, AppID: appid, Upstream: pl.cfg.Upstream,
 		Tokens: ts, Breaker: pl.cfg.Breaker, plat: pl, up: pl.component.up}
+	if th, ok := ts.(MerchantTickets); ok {
+		a.Tickets = th.Tickets()
+	}
 	a.phKey = placeholderKey(a.Name, appid, string(pl.phKey))
 	if pl.cfg.Quotas != nil {
 		a.Quotas = pl.cfg.Quotas(appid)

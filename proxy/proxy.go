@@ -470,7 +470,7 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if app != nil && !key.mayUse(keyName(app)) {
+	if app != nil && !key.mayUseApp(app) {
 		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	if !key.mayCall(r.api) {
@@ -508,7 +508,7 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		}
 	}
 	r.app = app
-	if !key.mayUse(keyName(app)) {
+	if !key.mayUseApp(app) {
 		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not use app " + app.Name}
 	}
 	// quota
@@ -586,9 +586,6 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 }
 
 var _ io.Closer = (*answerStream)(nil)
-
-// keyName is the name caller keys list for app: a merchant's platform.
-func keyName(app *App) string { return appLabel(app.Name) }
 
 // platformMode decides how a request to a platform app is forwarded: a
 // component API gets the component token under the parameter its path

@@ -137,8 +137,14 @@ func (m merchants) Merchant(ctx context.Context, appid string) (proxy.TokenSourc
 	if err != nil {
 		return nil, err
 	}
-	return mm, nil
+	return merchantHolder{mm}, nil
 }
+
+// merchantHolder is a merchant as the proxy sees it: its token, and its
+// tickets (answered locally on /{p}@{appid}/cgi-bin/ticket/getticket).
+type merchantHolder struct{ *platform.Merchant }
+
+func (h merchantHolder) Tickets() proxy.Tickets { return h.Merchant.Tickets() }
 
 func (m merchants) QueryAuth(ctx context.Context, code string) (proxy.Authorization, error) {
 	a, err := m.p.ExchangeCode(ctx, code)

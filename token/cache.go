@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync/atomic"
@@ -94,6 +93,9 @@ type Cache struct {
 	refreshes atomic.Int64
 }
 
+// log is the Cache's logger: lines name its app.
+func (c *Cache) log() logger { return logger{c.opts.Logger, c.opts.App} }
+
 // New returns a Cache for one credential. It does no I/O; call Run to load
 // the stored token and keep it fresh.
 func New(opts Options) (*Cache, error) {
@@ -133,10 +135,8 @@ func New(opts Options) (*Cache, error) {
 		opts.Rand = rand.Float64
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	opts.Logger = opts.Logger.With("app", opts.App)
-
 	c := &Cache{opts: opts, kind: kind}
 	c.held.onInstall = opts.OnInstall
 	c.flight.current, c.flight.now, c.flight.timeout = c.held.load, opts.Now, opts.FetchTimeout
@@ -146,8 +146,7 @@ func New(opts Options) (*Cache, error) {
 	}
 	c.backoff.min, c.backoff.max, c.backoff.rand = opts.MinBackoff, opts.MaxBackoff, opts.Rand
 	c.forced.perDay, c.forced.spacing, c.forced.loc = opts.ForcedPerDay, opts.ForcedSpacing, opts.Location
-	c.lease = newLease(opts.Store, opts.Key, opts.LockTTL, opts.SyncEvery, opts.Now, opts.Logger, opts.OnStoreError)
-	c.alarm.wake = make(chan struct{}, 1)
+	c.lease = newLease(opts.Store, opts.Key, opts.LockTTL, opts.SyncEvery, opts.Now, c.log(), opts.OnStoreError)
 	return c, nil
 }
 
@@ -240,7 +239,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 		if st, ok := c.lease.load(ctx); ok && st.Valid(now) && st.Value != bad {
 			held, adopted := c.install(&st, func(cur *Token) bool { return cur == nil || st.ExpiresAt.After(cur.ExpiresAt) })
 			if adopted {
-				c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value), "reason", reason)
+				c.log().Info("token adopted from store", "fingerprint", Fingerprint(st.Value), "reason", reason)
 				return held, nil
 			}
 			if held.Valid(now) && held.Value != bad {
@@ -260,7 +259,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 	case adopt != nil:
 		held, adopted := c.install(adopt, func(cur *Token) bool { return newer(adopt, cur) })
 		if adopted {
-			c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(adopt.Value))
+			c.log().Info("token adopted from store", "fingerprint", Fingerprint(adopt.Value))
 		}
 		return held, nil
 	case err == nil:
@@ -293,7 +292,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 		// The normal fetch handed back the token WeChat just rejected:
 		// only a forced refresh replaces it.
 		if alone || !c.lease.takeForced(ctx, &c.forced, now) {
-			c.opts.Logger.Warn("token rejected but forced refresh budget exhausted", "fingerprint", Fingerprint(bad))
+			c.log().Warn("token rejected but forced refresh budget exhausted", "fingerprint", Fingerprint(bad))
 			return &t, nil
 		}
 		if t, err = c.fetch(ctx, reason, true); err != nil {
@@ -313,7 +312,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 		// token is the fleet's, ours must not overwrite it.
 		if st, ok := c.lease.load(ctx); ok && st.Valid(c.opts.Now()) && st.Value != bad {
 			held, _ := c.install(&st, nil)
-			c.opts.Logger.Warn("refresh lease lost while fetching; adopted the fleet's token instead of ours",
+			c.log().Warn("refresh lease lost while fetching; adopted the fleet's token instead of ours",
 				"fingerprint", Fingerprint(st.Value), "discarded", Fingerprint(t.Value))
 			return held, nil
 		}
@@ -321,7 +320,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 	} else {
 		c.install(&t, nil)
 	}
-	c.opts.Logger.Info("token refreshed", "reason", reason, "forced", force,
+	c.log().Info("token refreshed", "reason", reason, "forced", force,
 		"fingerprint", Fingerprint(t.Value), "expires_in", int(t.ExpiresAt.Sub(now).Seconds()))
 	return &t, nil
 }
@@ -356,9 +355,9 @@ func (c *Cache) fail(err error) {
 		attrs = append(attrs, "errcode", apiErr.Code)
 	}
 	if configErr {
-		c.opts.Logger.Error("token fetch failed: check appid, secret and IP whitelist", attrs...)
+		c.log().Error("token fetch failed: check appid, secret and IP whitelist", attrs...)
 	} else {
-		c.opts.Logger.Warn("token fetch failed", attrs...)
+		c.log().Warn("token fetch failed", attrs...)
 	}
 	c.alarm.poke()
 }

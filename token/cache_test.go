@@ -1,8 +1,12 @@
 package token
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -138,4 +142,52 @@ func BenchmarkCurrent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// Every line a holder logs names its app (the logger is shared, not
+// derived per holder), and no line carries the token itself.
+func TestLogLinesNameTheApp(t *testing.T) {
+	var buf syncBuffer
+	f := &fakeFetcher{ttl: time.Hour}
+	c := newCache(t, Classic, f, func(o *Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(&buf, nil))
+	})
+	tok, err := c.Get(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) == 0 || lines[0] == "" {
+		t.Fatal("nothing logged")
+	}
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		if m["app"] != "main" {
+			t.Errorf("line %q does not name app main", l)
+		}
+		if strings.Contains(l, tok.Value) {
+			t.Errorf("line %q holds the token", l)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,31 +87,40 @@ var errStoreDown = errors.New("token: shared store unreachable")
 type lease struct {
 	store   Store
 	key     string
-	locker  Locker        // nil: not shared
-	leaser  LeaseLocker   // nil: the lock is not renewed
-	budget  ForcedBudget  // nil: forced refreshes are counted per process
-	watcher Watcher       // nil: no announcements
 	ttl     time.Duration // lock lifetime; outlives one refresh
 	every   time.Duration // backstop re-read of a shared store
 	now     func() time.Time
-	log     *slog.Logger
+	log     logger
 	onError func(op string, err error) // nil: none
 
 	down atomic.Bool // the last store operation failed
 }
 
 // newLease returns the lease of key in store.
-func newLease(store Store, key string, ttl, every time.Duration, now func() time.Time, log *slog.Logger, onError func(string, error)) *lease {
+func newLease(store Store, key string, ttl, every time.Duration, now func() time.Time, log logger, onError func(string, error)) *lease {
 	l := &lease{store: store, key: key, ttl: ttl, every: every, now: now, log: log, onError: onError}
-	l.locker, _ = store.(Locker)
-	l.leaser, _ = store.(LeaseLocker)
-	l.budget, _ = store.(ForcedBudget)
-	l.watcher, _ = store.(Watcher)
 	return l
 }
 
+// What the store can do beyond a Store is asked of it when needed rather
+// than kept (a platform keeps thousands of leases): each is nil when the
+// store cannot.
+
+// locker is the store's refresh lock; nil: the store is not shared.
+func (l *lease) locker() Locker { x, _ := l.store.(Locker); return x }
+
+// leaser is the store's renewable lock; nil: the lock is not renewed.
+func (l *lease) leaser() LeaseLocker { x, _ := l.store.(LeaseLocker); return x }
+
+// budget is the store's fleet-wide forced-refresh budget; nil: forced
+// refreshes are counted per process.
+func (l *lease) budget() ForcedBudget { x, _ := l.store.(ForcedBudget); return x }
+
+// watcher announces tokens others saved; nil: no announcements.
+func (l *lease) watcher() Watcher { x, _ := l.store.(Watcher); return x }
+
 // shared reports whether the store is shared by a fleet.
-func (l *lease) shared() bool { return l.locker != nil }
+func (l *lease) shared() bool { return l.locker() != nil }
 
 // isDown reports whether the last store operation failed.
 func (l *lease) isDown() bool { return l.down.Load() }
@@ -201,7 +209,8 @@ func (g *grant) renew(every time.Duration) {
 // and when locking fails, the error wraps errStoreDown. An error with ctx
 // done is ctx's.
 func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) (adopt *Token, g *grant, err error) {
-	if l.locker == nil {
+	locker := l.locker()
+	if locker == nil {
 		return nil, &grant{l: l}, nil
 	}
 	if l.isDown() {
@@ -212,13 +221,13 @@ func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) 
 		g := &grant{l: l}
 		var ok bool
 		var err error
-		if l.leaser != nil {
-			g.held, ok, err = l.leaser.TryLease(lctx, l.key, l.ttl)
+		if leaser := l.leaser(); leaser != nil {
+			g.held, ok, err = leaser.TryLease(lctx, l.key, l.ttl)
 			if ok {
 				g.unlock = g.held.Release
 			}
 		} else {
-			g.unlock, ok, err = l.locker.TryLock(lctx, l.key, l.ttl)
+			g.unlock, ok, err = locker.TryLock(lctx, l.key, l.ttl)
 		}
 		cancel()
 		if err != nil {
@@ -261,12 +270,13 @@ func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) 
 // takeForced spends one forced refresh: from the fleet's budget in a store
 // that keeps one (refused while that store fails), else from local.
 func (l *lease) takeForced(ctx context.Context, local *forceBudget, now time.Time) bool {
-	if l.budget == nil {
+	budget := l.budget()
+	if budget == nil {
 		return local.take(now)
 	}
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	ok, err := l.budget.TakeForced(ctx, l.key, now.In(local.loc).Format(time.DateOnly), local.perDay, local.spacing, now)
+	ok, err := budget.TakeForced(ctx, l.key, now.In(local.loc).Format(time.DateOnly), local.perDay, local.spacing, now)
 	if err != nil {
 		l.fail("budget", err)
 		return false
@@ -317,10 +327,10 @@ func (l *lease) save(ctx context.Context, t Token) {
 // ends or stop is called.
 func (l *lease) watch(ctx context.Context) (updates <-chan string, backstop <-chan time.Time, stop func()) {
 	stop = func() {}
-	if l.watcher != nil {
-		updates = l.watcher.Watch(ctx)
+	if w := l.watcher(); w != nil {
+		updates = w.Watch(ctx)
 	}
-	if l.locker != nil {
+	if l.locker() != nil {
 		t := time.NewTicker(l.every)
 		backstop, stop = t.C, t.Stop
 	}

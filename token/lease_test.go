@@ -95,7 +95,7 @@ func newTestLease(tb testing.TB, store Store, log *leaseLog, onError func(string
 	if log == nil {
 		log = new(leaseLog)
 	}
-	return newLease(store, "k", time.Minute, time.Second, time.Now, slog.New(slog.NewTextHandler(log, nil)), onError)
+	return newLease(store, "k", time.Minute, time.Second, time.Now, logger{slog.New(slog.NewTextHandler(log, nil)), "app"}, onError)
 }
 
 func none() *Token { return nil }

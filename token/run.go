@@ -15,10 +15,11 @@ import (
 func (c *Cache) Run(ctx context.Context) {
 	if st, ok := c.lease.load(ctx); ok && st.Valid(c.opts.Now()) {
 		if _, ok := c.install(&st, func(cur *Token) bool { return cur == nil }); ok {
-			c.opts.Logger.Info("token reused from store", "fingerprint", Fingerprint(st.Value),
+			c.log().Info("token reused from store", "fingerprint", Fingerprint(st.Value),
 				"expires_in", int(st.ExpiresAt.Sub(c.opts.Now()).Seconds()))
 		}
 	}
+	wake := c.alarm.channel()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	updates, backstop, stop := c.lease.watch(ctx)
@@ -28,7 +29,7 @@ func (c *Cache) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-c.alarm.wake:
+		case <-wake:
 			continue
 		case key, ok := <-updates:
 			if !ok {
@@ -53,7 +54,7 @@ func (c *Cache) sync(ctx context.Context) {
 		return
 	}
 	if _, ok := c.install(st, func(cur *Token) bool { return newer(st, cur) }); ok {
-		c.opts.Logger.Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
+		c.log().Info("token adopted from store", "fingerprint", Fingerprint(st.Value))
 	}
 }
 
@@ -87,12 +88,23 @@ func (c *Cache) next(prev, t *Token, now time.Time) time.Time {
 }
 
 // alarm is when the background loop next has work, with a wake-up for a
-// loop waiting on an older time. It is safe for concurrent use once wake
-// is made (buffered, capacity 1); the zero due time is "now".
+// loop waiting on an older time. It is safe for concurrent use; the zero
+// due time is "now". The wake-up channel is made by the loop that waits
+// on it (channel): a Cache driven by Step has none and pays nothing.
 type alarm struct {
 	mu   sync.Mutex
 	due  time.Time
-	wake chan struct{}
+	wake chan struct{} // buffered, capacity 1; nil until channel
+}
+
+// channel returns the wake-up channel, made on first use.
+func (a *alarm) channel() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.wake == nil {
+		a.wake = make(chan struct{}, 1)
+	}
+	return a.wake
 }
 
 // set moves the alarm to t and wakes the loop.
@@ -112,8 +124,14 @@ func (a *alarm) at() time.Time {
 
 // poke wakes the loop to look at the state again; it never blocks.
 func (a *alarm) poke() {
+	a.mu.Lock()
+	wake := a.wake
+	a.mu.Unlock()
+	if wake == nil {
+		return // nobody waits on it
+	}
 	select {
-	case a.wake <- struct{}{}:
+	case wake <- struct{}{}:
 	default:
 	}
 }
