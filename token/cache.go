@@ -246,6 +246,10 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 			if held.Valid(now) && held.Value != bad {
 				return held, nil // replaced while the store was read
 			}
+		} else if ok && st.Valid(now) && reason == ReasonProactive {
+			if held, adopted := c.adoptConfirmed(&st, now); adopted {
+				return held, nil
+			}
 		}
 	}
 	if reason != ReasonManual {
@@ -254,9 +258,16 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 		}
 	}
 
-	alone := false // the shared store is down: act without the fleet
-	adopt, g, err := c.lease.acquire(ctx, bad, c.held.load)
+	alone := false                     // the shared store is down: act without the fleet
+	var confirmed func(st *Token) bool // nil: only a newer token is adopted
+	if reason == ReasonProactive {
+		confirmed = func(st *Token) bool { return c.confirmed(st, c.held.load(), now) }
+	}
+	adopt, g, err := c.lease.acquire(ctx, bad, c.held.load, confirmed)
 	switch {
+	case adopt != nil && adopt.Value == bad:
+		held, _ := c.adoptConfirmed(adopt, now)
+		return held, nil
 	case adopt != nil:
 		held, adopted := c.install(adopt, func(cur *Token) bool { return newer(adopt, cur) })
 		if adopted {
@@ -303,6 +314,7 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 	if c.kind.FixedLifetime {
 		t = keepExpiry(t, c.held.load(), now)
 	}
+	t.CheckedAt = c.opts.Now() // the fleet's proof that WeChat was asked
 	c.refreshes.Add(1)
 	if g == nil { // alone: the store is down
 		c.install(&t, nil)
@@ -372,6 +384,31 @@ func (c *Cache) install(t *Token, ok func(cur *Token) bool) (*Token, bool) {
 		c.backoff.reset()
 		c.alarm.set(c.next(prev, t, now))
 	})
+}
+
+// confirmed reports whether st, read from the shared store, is the token
+// cur itself as another replica got it back from WeChat within the
+// proactive window (CheckedAt after cur's, less than the refresh lead
+// ago): a proactive refresh due now would ask WeChat for what the fleet
+// has just been told, so the replica adopts st instead. Without this, the
+// early check of a ticket — WeChat hands back the same one until it
+// expires — would cost one fetch per replica instead of one per fleet.
+// In a store of one process st is always this replica's own token.
+func (c *Cache) confirmed(st, cur *Token, now time.Time) bool {
+	return cur != nil && st.Value == cur.Value && st.CheckedAt.After(cur.CheckedAt) &&
+		now.Sub(st.CheckedAt) < c.kind.lead(cur, c.opts.RefreshBefore)
+}
+
+// adoptConfirmed installs st, the held token confirmed by another replica,
+// so that the next proactive refresh is scheduled as if this replica had
+// fetched it. It returns the token held afterwards and whether it is st.
+func (c *Cache) adoptConfirmed(st *Token, now time.Time) (*Token, bool) {
+	held, adopted := c.install(st, func(cur *Token) bool { return c.confirmed(st, cur, now) })
+	if adopted {
+		c.opts.Logger.Info("token confirmed by another replica; not fetched again",
+			"fingerprint", Fingerprint(st.Value), "checked_at", st.CheckedAt)
+	}
+	return held, adopted
 }
 
 // keepExpiry returns t with the expiry of cur when both are the same

@@ -31,6 +31,16 @@ type ticketRig struct {
 	tokens  *token.Cache
 	tickets *token.Tickets
 	reasons chan token.Reason // one per ticket fetch, when recorded
+
+	mu     sync.Mutex
+	caches map[token.TicketType]*token.Cache // each ticket's Cache, as Tickets made it
+}
+
+// cache returns the Cache Tickets made for typ, or nil.
+func (r *ticketRig) cache(typ token.TicketType) *token.Cache {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.caches[typ]
 }
 
 func newSimServer(tb testing.TB, opts wechatsim.Options) (*wechatsim.Server, string) {
@@ -58,12 +68,23 @@ func newTicketRig(tb testing.TB, sim *wechatsim.Server, upstream string, store t
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rig := &ticketRig{tokens: tokens, reasons: make(chan token.Reason, 100)}
+	rig := &ticketRig{tokens: tokens, reasons: make(chan token.Reason, 100), caches: make(map[token.TicketType]*token.Cache)}
 	kind := token.TicketKind()
 	rig.tickets, err = token.NewTickets(token.TicketTypes(false), held, func(typ token.TicketType) (*token.Cache, error) {
-		return token.New(token.Options{App: "main", Kind: &kind, Store: store, Key: "ticket:" + string(typ) + ":" + simAppID, Now: sim.Now,
-			Fetcher:   &token.TicketSource{Type: typ, Upstream: upstream, Tokens: tokens, Now: sim.Now},
-			OnRefresh: func(r token.Reason, _ error) { rig.reasons <- r }})
+		c, err := token.New(token.Options{App: "main", Kind: &kind, Store: store, Key: "ticket:" + string(typ) + ":" + simAppID, Now: sim.Now,
+			Fetcher: &token.TicketSource{Type: typ, Upstream: upstream, Tokens: tokens, Now: sim.Now},
+			OnRefresh: func(r token.Reason, _ error) {
+				select {
+				case rig.reasons <- r:
+				default: // nobody counts them
+				}
+			}})
+		if err == nil {
+			rig.mu.Lock()
+			rig.caches[typ] = c
+			rig.mu.Unlock()
+		}
+		return c, err
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -263,6 +284,84 @@ func TestTicketsFleetOneFetch(t *testing.T) {
 	}
 	if got := sim.Stats().TokenFetches[simAppID].Classic; got != 1 {
 		t.Errorf("fleet token fetches = %d, want 1", got)
+	}
+}
+
+// The early check of a ticket — refresh_before ahead of its expiry, to
+// catch a ticket WeChat replaced early — costs one fetch for the fleet, not
+// one per replica: WeChat hands back the same ticket, and a replica whose
+// check falls due after another's adopts the confirmed ticket from Redis.
+// At expiry the next ticket is again one fetch. Each round is driven by
+// Step on the simulator's clock: concurrently (the replicas queue on the
+// refresh lease) and one after the other (each reads the store first).
+func TestTicketsFleetEarlyCheckOneFetch(t *testing.T) {
+	srv := redistest.Start(t)
+	sim, up := newSimServer(t, wechatsim.Options{Latency: 20 * time.Millisecond})
+	const replicas = 4
+	var fleet []*token.Cache
+	for range replicas {
+		rig := newTicketRig(t, sim, up, token.NewRedisStore(srv.Client(t), t.Name()+":"), token.TicketJSAPI)
+		if _, err := rig.tickets.Get(t.Context(), token.TicketJSAPI); err != nil {
+			t.Fatal(err)
+		}
+		fleet = append(fleet, rig.cache(token.TicketJSAPI))
+	}
+	if got := ticketFetches(sim, "jsapi"); got != 1 {
+		t.Fatalf("first ticket: %d fetches, want 1", got)
+	}
+	step := func(concurrent bool) {
+		var wg sync.WaitGroup
+		for _, c := range fleet {
+			if !c.Due() {
+				t.Fatalf("at %v a replica has no refresh due (ticket expires %v)", sim.Now(), c.Current().ExpiresAt)
+			}
+			if concurrent {
+				wg.Go(func() { c.Step(t.Context()) })
+			} else {
+				c.Step(t.Context())
+			}
+		}
+		wg.Wait()
+	}
+	same := func(what string) *token.Token {
+		held := fleet[0].Current()
+		for i, c := range fleet {
+			if cur := c.Current(); !cur.Valid(sim.Now()) || cur.Value != held.Value || !cur.ExpiresAt.Equal(held.ExpiresAt) {
+				t.Fatalf("%s: replica %d holds another ticket than replica 0", what, i)
+			}
+			if c.Due() {
+				t.Errorf("%s: replica %d still has a refresh due", what, i)
+			}
+		}
+		return held
+	}
+	for round, concurrent := range []bool{true, false} {
+		held := same("before the check")
+		// Every replica's check is due between 10m and 8m before expiry
+		// (refresh_before 10m, 20% jitter).
+		if err := sim.Advance(held.ExpiresAt.Add(-5 * time.Minute).Sub(sim.Now())); err != nil {
+			t.Fatal(err)
+		}
+		before := ticketFetches(sim, "jsapi")
+		step(concurrent)
+		if got := ticketFetches(sim, "jsapi") - before; got != 1 {
+			t.Errorf("round %d (concurrent %v): the early check of %d replicas cost %d ticket fetches, want 1", round, concurrent, replicas, got)
+		}
+		if checked := same("after the check"); checked.Value != held.Value || !checked.ExpiresAt.Equal(held.ExpiresAt) {
+			t.Errorf("round %d: the check replaced the ticket WeChat still hands back", round)
+		}
+		// At expiry WeChat issues the next ticket: one fetch again.
+		if err := sim.Advance(held.ExpiresAt.Sub(sim.Now())); err != nil {
+			t.Fatal(err)
+		}
+		before = ticketFetches(sim, "jsapi")
+		step(concurrent)
+		if got := ticketFetches(sim, "jsapi") - before; got != 1 {
+			t.Errorf("round %d: the next ticket cost %d fetches, want 1", round, got)
+		}
+		if next := same("after expiry"); next.Value == held.Value {
+			t.Errorf("round %d: after expiry the fleet still holds the expired ticket", round)
+		}
 	}
 }
 

@@ -29,6 +29,12 @@ type Token struct {
 	Value      string    `json:"value"`
 	ObtainedAt time.Time `json:"obtained_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// CheckedAt is when a replica last asked WeChat and got this token
+	// (zero: never recorded). Kept in the store with the token, it tells
+	// the fleet that a proactive check is done: a replica whose own check
+	// falls due shortly after another's adopts the stored token instead of
+	// asking WeChat again (see Cache.confirmed).
+	CheckedAt time.Time `json:"checked_at,omitzero"`
 }
 
 // Valid reports whether t holds a token that has not expired at now.
