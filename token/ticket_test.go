@@ -219,33 +219,96 @@ func TestTicketsRunProactive(t *testing.T) {
 	}
 }
 
-// A restart with a file store costs no ticket fetch: the held ticket is
-// read back.
-func TestTicketsPersistInFileStore(t *testing.T) {
-	sim, up := newSimServer(t, wechatsim.Options{})
-	path := filepath.Join(t.TempDir(), "tokens.json")
-	first := newTicketRig(t, sim, up, token.NewFileStore(path), token.TicketJSAPI)
-	held, err := first.tickets.Get(context.Background(), token.TicketJSAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := ticketFetches(sim, "jsapi")
+// A restart costs no ticket fetch, with the file store and with Redis: the
+// held ticket is read back by the new process.
+func TestTicketsPersist(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		store func(t *testing.T) func() token.Store // a new process's store over the same data
+	}{
+		{"file", func(t *testing.T) func() token.Store {
+			path := filepath.Join(t.TempDir(), "tokens.json")
+			return func() token.Store { return token.NewFileStore(path) }
+		}},
+		{"redis", func(t *testing.T) func() token.Store {
+			srv := redistest.Start(t)
+			return func() token.Store { return token.NewRedisStore(srv.Client(t), "persist:") }
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sim, up := newSimServer(t, wechatsim.Options{})
+			store := tt.store(t)
+			first := newTicketRig(t, sim, up, store(), token.TicketJSAPI)
+			held, err := first.tickets.Get(context.Background(), token.TicketJSAPI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := ticketFetches(sim, "jsapi")
 
-	restarted := newTicketRig(t, sim, up, token.NewFileStore(path), token.TicketJSAPI)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { restarted.tickets.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for restarted.tickets.Statuses()[0].Token == nil && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+			restarted := newTicketRig(t, sim, up, store(), token.TicketJSAPI)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { restarted.tickets.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			deadline := time.Now().Add(10 * time.Second)
+			for restarted.tickets.Statuses()[0].Token == nil && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			got := restarted.tickets.Statuses()[0].Token
+			if got == nil || got.Value != held.Value || !got.ExpiresAt.Equal(held.ExpiresAt) {
+				t.Fatal("the restarted process does not hold the stored ticket with its expiry")
+			}
+			if got := ticketFetches(sim, "jsapi"); got != before {
+				t.Errorf("the restart fetched the ticket %d times, want 0", got-before)
+			}
+		})
 	}
-	if got := restarted.tickets.Statuses()[0].Token; got == nil || got.Value != held.Value {
-		t.Fatal("the restarted replica does not hold the stored ticket")
-	}
-	if got := ticketFetches(sim, "jsapi"); got != before {
-		t.Errorf("the restart fetched the ticket %d times, want 0", got-before)
-	}
+}
+
+// A type not configured is fetched on first demand and held from then on:
+// once Run runs, its background refresh keeps it fresh like a configured
+// one, without any caller asking again.
+func TestTicketsOnDemandKeptFresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		fetches := map[token.TicketType]int{}
+		kind := token.TicketKind()
+		ts, err := token.NewTickets(token.TicketTypes(false), []token.TicketType{token.TicketJSAPI}, func(typ token.TicketType) (*token.Cache, error) {
+			return token.New(token.Options{App: "main", Kind: &kind, Fetcher: token.SourceFunc(func(context.Context, bool) (token.Token, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				fetches[typ]++
+				now := time.Now()
+				// A new ticket every fetch: every refresh shows.
+				return token.Token{Value: fmt.Sprintf("%s-%d", typ, fetches[typ]), ObtainedAt: now, ExpiresAt: now.Add(7200 * time.Second)}, nil
+			})})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { ts.Run(ctx); close(done) }()
+		synctest.Wait()
+		if _, err := ts.Get(ctx, token.TicketWxCard); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * time.Hour)
+		synctest.Wait()
+		mu.Lock()
+		jsapi, card := fetches[token.TicketJSAPI], fetches[token.TicketWxCard]
+		mu.Unlock()
+		// Refreshed 10-8 minutes before each 2-hour expiry: 2 or 3 fetches in 4 hours.
+		if jsapi < 2 || card < 2 || jsapi > 3 || card > 3 {
+			t.Errorf("in 4 hours: jsapi fetched %d times, wx_card (asked for once) %d; want 2 or 3 each", jsapi, card)
+		}
+		st := ts.Statuses()
+		if len(st) != 2 || st[1].Type != token.TicketWxCard || st[1].Held || !st[1].Token.Valid(time.Now()) {
+			t.Errorf("Statuses = %+v, want wx_card valid, held on demand", st)
+		}
+		cancel()
+		<-done
+	})
 }
 
 // Three replicas on one Redis asking for the ticket at once cause one
