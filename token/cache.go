@@ -314,7 +314,6 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 	if c.kind.FixedLifetime {
 		t = keepExpiry(t, c.held.load(), now)
 	}
-	t.CheckedAt = c.opts.Now() // the fleet's proof that WeChat was asked
 	c.refreshes.Add(1)
 	if g == nil { // alone: the store is down
 		c.install(&t, nil)
@@ -388,15 +387,15 @@ func (c *Cache) install(t *Token, ok func(cur *Token) bool) (*Token, bool) {
 
 // confirmed reports whether st, read from the shared store, is the token
 // cur itself as another replica got it back from WeChat within the
-// proactive window (CheckedAt after cur's, less than the refresh lead
+// proactive window (checked after cur was, less than the refresh lead
 // ago): a proactive refresh due now would ask WeChat for what the fleet
 // has just been told, so the replica adopts st instead. Without this, the
 // early check of a ticket — WeChat hands back the same one until it
 // expires — would cost one fetch per replica instead of one per fleet.
 // In a store of one process st is always this replica's own token.
 func (c *Cache) confirmed(st, cur *Token, now time.Time) bool {
-	return cur != nil && st.Value == cur.Value && st.CheckedAt.After(cur.CheckedAt) &&
-		now.Sub(st.CheckedAt) < c.kind.lead(cur, c.opts.RefreshBefore)
+	return cur != nil && st.Value == cur.Value && st.checked().After(cur.checked()) &&
+		now.Sub(st.checked()) < c.kind.lead(cur, c.opts.RefreshBefore)
 }
 
 // adoptConfirmed installs st, the held token confirmed by another replica,
@@ -414,9 +413,13 @@ func (c *Cache) adoptConfirmed(st *Token, now time.Time) (*Token, bool) {
 // keepExpiry returns t with the expiry of cur when both are the same
 // credential and cur's expiry is the earlier one still ahead: a Source of a
 // FixedLifetime kind reports the full lifetime on every fetch, so only the
-// first sighting tells when it ends.
+// first sighting tells when it ends. t's own ObtainedAt becomes its
+// CheckedAt.
 func keepExpiry(t Token, cur *Token, now time.Time) Token {
 	if cur != nil && cur.Value == t.Value && cur.ExpiresAt.After(now) && cur.ExpiresAt.Before(t.ExpiresAt) {
+		// ObtainedAt goes back to the first sighting: CheckedAt keeps when
+		// WeChat handed the credential out again, for the fleet.
+		t.CheckedAt = t.ObtainedAt
 		t.ObtainedAt, t.ExpiresAt = cur.ObtainedAt, cur.ExpiresAt
 	}
 	return t

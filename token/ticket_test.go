@@ -181,8 +181,11 @@ func TestTicketKeepsFirstExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.Value != first.Value || !again.ExpiresAt.Equal(first.ExpiresAt) {
+	if again.Value != first.Value || !again.ExpiresAt.Equal(first.ExpiresAt) || !again.ObtainedAt.Equal(first.ObtainedAt) {
 		t.Errorf("refetch within validity: same=%v expires %v, want the same ticket expiring at %v", again.Value == first.Value, again.ExpiresAt, first.ExpiresAt)
+	}
+	if !first.CheckedAt.IsZero() || !again.CheckedAt.Equal(sim.Now()) {
+		t.Errorf("CheckedAt %v then %v, want zero (ObtainedAt says it), then the refetch's time %v", first.CheckedAt, again.CheckedAt, sim.Now())
 	}
 	if err := sim.Advance(time.Hour); err != nil {
 		t.Fatal(err)
