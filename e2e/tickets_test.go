@@ -92,6 +92,38 @@ func TestTicketsFleet(t *testing.T) {
 	if got := s.ticketFetches(t); got["jsapi"] != 1 || got["wx_card"] != 1 {
 		t.Errorf("after 6 SDK requests: ticket fetches = %v, want still one per type", got)
 	}
+
+	// Scrubbing does not touch tickets (pages need them) but does the
+	// token: an answer echoing both (WeChat's echo of the query) carries
+	// the ticket and not the token.
+	creds := s.liveCredentials(t)
+	tok := creds[len(creds)-1] // the token the fleet holds
+	code, _, b := get(t, ps[0].url+"/cgi-bin/e2e/echo?note="+url.QueryEscape(live["jsapi"][0])+"&leak="+url.QueryEscape(tok))
+	if code != 200 || !strings.Contains(string(b), live["jsapi"][0]) || !strings.Contains(string(b), `"leak":["wxp.main.`) {
+		t.Errorf("an answer with the ticket and the token in it: %d %s, want the ticket intact and the token replaced by its placeholder", code, b)
+	}
+	for _, c := range creds {
+		if strings.Contains(string(b), c) {
+			t.Errorf("the echo answer shows a live credential: %s", b)
+		}
+	}
+
+	// The whole fleet restarts: the tickets are read back from Redis, not
+	// fetched.
+	for _, p := range ps {
+		if err := p.stop(t); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+	}
+	ps = startFleet(t, 3, fleetConfig(s.url, rs.URL, t.Name()+":", "    tickets: [jsapi, wx_card]\n"))
+	for i, p := range ps {
+		if tk := getTicket(t, p, "jsapi"); !slices.Equal(live["jsapi"], []string{tk}) {
+			t.Errorf("restarted replica %d answers another jsapi ticket", i)
+		}
+	}
+	if got := s.ticketFetches(t); got["jsapi"] != 1 || got["wx_card"] != 1 {
+		t.Errorf("after the fleet restarted: ticket fetches = %v, want still one per type", got)
+	}
 }
 
 // A restart on the file store costs no ticket fetch (nor token fetch).

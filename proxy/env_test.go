@@ -72,6 +72,7 @@ type envOptions struct {
 	onBreaker      func(app string, to gobreaker.State)
 	tls            *tls.Config // serve the caller port over TLS with this
 	onError        func(proxy.ErrorReport)
+	now            func() time.Time // the proxy's and the tickets' clock; default time.Now
 }
 
 func newEnv(tb testing.TB, o envOptions) *env {
@@ -140,8 +141,8 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		e.caches[s.name] = c
 		kind := token.TicketKind()
 		tickets, err := token.NewTickets(token.TicketTypes(s.kind == proxy.KindWeCom), nil, func(typ token.TicketType) (*token.Cache, error) {
-			return token.New(token.Options{App: name, Kind: &kind, Logger: logger,
-				Fetcher: &token.TicketSource{Type: typ, Upstream: simSrv.URL, Tokens: c, Client: client},
+			return token.New(token.Options{App: name, Kind: &kind, Logger: logger, Now: o.now,
+				Fetcher: &token.TicketSource{Type: typ, Upstream: simSrv.URL, Tokens: c, Client: client, Now: o.now},
 				OnRefresh: func(r token.Reason, err error) {
 					if e.metrics != nil {
 						e.metrics.TicketRefreshed(name, typ, r, err)
@@ -173,7 +174,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		RetryBodyBytes: o.retryBodyBytes, MaxBodyBytes: o.maxBodyBytes, Transport: o.transport,
 		Access: o.access, Metrics: e.metrics, Registry: reg,
 		MaxBufferedBytes: o.maxBuffered, BodyReadTimeout: o.bodyTimeout, UpstreamTimeout: o.upTimeout,
-		ReadHeaderTimeout: o.headerTimeout, OnError: o.onError,
+		ReadHeaderTimeout: o.headerTimeout, OnError: o.onError, Now: o.now,
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,6 +87,44 @@ func TestTicketAnswersLocally(t *testing.T) {
 	st := e.sim.Stats().TicketFetches
 	if st[mainAppID]["jsapi"] != 1 || st[mainAppID]["wx_card"] != 1 || st[corpID]["corp_jsapi"] != 1 || st[corpID]["agent_config"] != 1 {
 		t.Errorf("ticket fetches at WeChat = %v, want one per app and type", st)
+	}
+}
+
+// Every ticket endpoint answers in WeChat's shape with what the held
+// ticket has left as expires_in — not WeChat's 7200 — so an SDK that
+// caches the ticket for expires_in never outlives it.
+func TestTicketExpiresInIsWhatIsLeft(t *testing.T) {
+	var offset atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	e := newEnv(t, envOptions{now: now})
+	endpoints := []string{
+		"/main/cgi-bin/ticket/getticket?type=jsapi",
+		"/main/cgi-bin/ticket/getticket?type=wx_card",
+		"/corp-b/cgi-bin/get_jsapi_ticket",
+		"/corp-b/cgi-bin/ticket/get?type=agent_config",
+	}
+	first := map[string]string{}
+	for _, path := range endpoints {
+		a := e.get(t, path)
+		v := a.ticket(t)
+		if a.status != http.StatusOK || v.ErrCode != 0 || v.ErrMsg != "ok" || v.Ticket == "" || v.ExpiresIn < 7190 || v.ExpiresIn > 7200 {
+			t.Errorf("%s: %d %s, want errcode 0, errmsg ok, a ticket, expires_in about 7200", path, a.status, a.body)
+		}
+		var shape map[string]any
+		if err := json.Unmarshal(a.body, &shape); err != nil || len(shape) != 4 {
+			t.Errorf("%s: %s, want exactly errcode, errmsg, ticket and expires_in", path, a.body)
+		}
+		first[path] = v.Ticket
+	}
+	offset.Store(int64(time.Hour))
+	for _, path := range endpoints {
+		v := e.get(t, path).ticket(t)
+		if v.Ticket != first[path] || v.ExpiresIn < 3590 || v.ExpiresIn > 3600 {
+			t.Errorf("%s an hour later: same ticket %v, expires_in %d; want the same ticket with about 3600 left", path, v.Ticket == first[path], v.ExpiresIn)
+		}
+	}
+	if n := e.simTicketCalls(); n != 4 {
+		t.Errorf("%d ticket fetches at WeChat, want 4 (one per type)", n)
 	}
 }
 

@@ -245,6 +245,10 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 			if held.Valid(now) && held.Value != bad {
 				return held, nil // replaced while the store was read
 			}
+		} else if ok && st.Valid(now) && reason == ReasonProactive {
+			if held, adopted := c.adoptConfirmed(&st, now); adopted {
+				return held, nil
+			}
 		}
 	}
 	if reason != ReasonManual {
@@ -253,9 +257,16 @@ func (c *Cache) replace(ctx context.Context, bad string, reason Reason) (*Token,
 		}
 	}
 
-	alone := false // the shared store is down: act without the fleet
-	adopt, g, err := c.lease.acquire(ctx, bad, c.held.load)
+	alone := false                     // the shared store is down: act without the fleet
+	var confirmed func(st *Token) bool // nil: only a newer token is adopted
+	if reason == ReasonProactive {
+		confirmed = func(st *Token) bool { return c.confirmed(st, c.held.load(), now) }
+	}
+	adopt, g, err := c.lease.acquire(ctx, bad, c.held.load, confirmed)
 	switch {
+	case adopt != nil && adopt.Value == bad:
+		held, _ := c.adoptConfirmed(adopt, now)
+		return held, nil
 	case adopt != nil:
 		held, adopted := c.install(adopt, func(cur *Token) bool { return newer(adopt, cur) })
 		if adopted {
@@ -373,12 +384,41 @@ func (c *Cache) install(t *Token, ok func(cur *Token) bool) (*Token, bool) {
 	})
 }
 
+// confirmed reports whether st, read from the shared store, is the token
+// cur itself as another replica got it back from WeChat within the
+// proactive window (checked after cur was, less than the refresh lead
+// ago): a proactive refresh due now would ask WeChat for what the fleet
+// has just been told, so the replica adopts st instead. Without this, the
+// early check of a ticket — WeChat hands back the same one until it
+// expires — would cost one fetch per replica instead of one per fleet.
+// In a store of one process st is always this replica's own token.
+func (c *Cache) confirmed(st, cur *Token, now time.Time) bool {
+	return cur != nil && st.Value == cur.Value && st.checked().After(cur.checked()) &&
+		now.Sub(st.checked()) < c.kind.lead(cur, c.opts.RefreshBefore)
+}
+
+// adoptConfirmed installs st, the held token confirmed by another replica,
+// so that the next proactive refresh is scheduled as if this replica had
+// fetched it. It returns the token held afterwards and whether it is st.
+func (c *Cache) adoptConfirmed(st *Token, now time.Time) (*Token, bool) {
+	held, adopted := c.install(st, func(cur *Token) bool { return c.confirmed(st, cur, now) })
+	if adopted {
+		c.opts.Logger.Info("token confirmed by another replica; not fetched again",
+			"fingerprint", Fingerprint(st.Value), "checked_at", st.CheckedAt)
+	}
+	return held, adopted
+}
+
 // keepExpiry returns t with the expiry of cur when both are the same
 // credential and cur's expiry is the earlier one still ahead: a Source of a
 // FixedLifetime kind reports the full lifetime on every fetch, so only the
-// first sighting tells when it ends.
+// first sighting tells when it ends. t's own ObtainedAt becomes its
+// CheckedAt.
 func keepExpiry(t Token, cur *Token, now time.Time) Token {
 	if cur != nil && cur.Value == t.Value && cur.ExpiresAt.After(now) && cur.ExpiresAt.Before(t.ExpiresAt) {
+		// ObtainedAt goes back to the first sighting: CheckedAt keeps when
+		// WeChat handed the credential out again, for the fleet.
+		t.CheckedAt = t.ObtainedAt
 		t.ObtainedAt, t.ExpiresAt = cur.ObtainedAt, cur.ExpiresAt
 	}
 	return t

@@ -191,3 +191,41 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A held token counts as confirmed by the store only when a peer got the
+// same value back from WeChat after this replica last did and less than the
+// refresh lead ago (CheckedAt, or ObtainedAt where the Source's own time
+// stands): never by this replica's own save, never by an old check, never
+// for another value.
+func TestConfirmedOnlyByARecentPeerCheck(t *testing.T) {
+	kind := TicketKind()
+	c := newCache(t, "", &fakeFetcher{ttl: 2 * time.Hour}, func(o *Options) { o.Kind = &kind })
+	now := time.Now()
+	cur := &Token{Value: "t", ObtainedAt: now.Add(-115 * time.Minute), ExpiresAt: now.Add(5 * time.Minute)}
+	peer := func(value string, obtained, checked time.Time) *Token {
+		st := *cur
+		st.Value, st.ObtainedAt, st.CheckedAt = value, obtained, checked
+		return &st
+	}
+	first := cur.ObtainedAt
+	tests := []struct {
+		name string
+		st   *Token
+		cur  *Token
+		want bool
+	}{
+		{"a peer checked a minute ago", peer("t", first, now.Add(-time.Minute)), cur, true},
+		{"a peer obtained it again a minute ago", peer("t", now.Add(-time.Minute), time.Time{}), cur, true},
+		{"our own token", cur, cur, false},
+		{"our own check", peer("t", first, now.Add(-time.Minute)), peer("t", first, now.Add(-time.Minute)), false},
+		{"a peer check older than the lead (10m)", peer("t", first, now.Add(-11*time.Minute)), cur, false},
+		{"another value", peer("u", first, now.Add(-time.Minute)), cur, false},
+		{"never checked again", peer("t", first, time.Time{}), cur, false},
+		{"nothing held", peer("t", first, now.Add(-time.Minute)), nil, false},
+	}
+	for _, tt := range tests {
+		if got := c.confirmed(tt.st, tt.cur, now); got != tt.want {
+			t.Errorf("%s: confirmed = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

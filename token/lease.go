@@ -203,12 +203,13 @@ func (g *grant) renew(every time.Duration) {
 // replica's token and returns it to adopt. The holder re-reads the store
 // before fetching: a token newer than the current one and not bad is
 // returned to adopt instead, as is the current token once it is no longer
-// bad. A lease (LeaseLocker) is renewed by the grant until Release.
+// bad, and bad itself when confirmed (if not nil) accepts the stored copy
+// — another replica just got it back from WeChat. A lease (LeaseLocker) is renewed by the grant until Release.
 //
 // A store known to be down is not asked (the backstop re-probes it); then,
 // and when locking fails, the error wraps errStoreDown. An error with ctx
 // done is ctx's.
-func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) (adopt *Token, g *grant, err error) {
+func (l *lease) acquire(ctx context.Context, bad string, current func() *Token, confirmed func(st *Token) bool) (adopt *Token, g *grant, err error) {
 	locker := l.locker()
 	if locker == nil {
 		return nil, &grant{l: l}, nil
@@ -240,7 +241,7 @@ func (l *lease) acquire(ctx context.Context, bad string, current func() *Token) 
 		// Read the store first, then look at the current token: an
 		// announcement installs a token only after it is stored, so
 		// between the two nothing can be missed.
-		st := l.newer(ctx, bad, current)
+		st := l.newer(ctx, bad, current, confirmed)
 		if cur := current(); cur.Valid(l.now()) && cur.Value != bad {
 			st = cur // already replaced, by us or by an announcement
 		}
@@ -286,10 +287,20 @@ func (l *lease) takeForced(ctx context.Context, local *forceBudget, now time.Tim
 }
 
 // newer returns the stored token if it is valid, is not bad, and is newer
-// than the current one.
-func (l *lease) newer(ctx context.Context, bad string, current func() *Token) *Token {
+// than the current one — or is bad itself but confirmed accepts it (nil
+// accepts nothing).
+func (l *lease) newer(ctx context.Context, bad string, current func() *Token, confirmed func(st *Token) bool) *Token {
 	st, ok := l.load(ctx)
-	if !ok || !st.Valid(l.now()) || st.Value == bad || !newer(&st, current()) {
+	if !ok || !st.Valid(l.now()) {
+		return nil
+	}
+	if st.Value == bad {
+		if confirmed != nil && confirmed(&st) {
+			return &st
+		}
+		return nil
+	}
+	if !newer(&st, current()) {
 		return nil
 	}
 	return &st

@@ -107,7 +107,7 @@ func TestLeaseOneProcess(t *testing.T) {
 	if l.shared() {
 		t.Error("a MemoryStore is not shared")
 	}
-	adopt, release, err := l.acquire(t.Context(), "bad", none)
+	adopt, release, err := l.acquire(t.Context(), "bad", none, nil)
 	if adopt != nil || release == nil || err != nil {
 		t.Fatalf("acquire = %v, release %t, %v; want granted", adopt, release != nil, err)
 	}
@@ -127,12 +127,16 @@ func TestLeaseAcquire(t *testing.T) {
 		current *Token
 		bad     string
 		adopt   string // "": the lease is granted
+		confirm bool   // a proactive refresh: bad confirmed by a peer is adopted
 	}{
-		{"empty store", nil, nil, "", ""},
-		{"store holds bad", fresh("bad"), &Token{Value: "bad", ExpiresAt: held.ExpiresAt}, "bad", ""},
-		{"store holds an older token", &Token{Value: "old", ExpiresAt: time.Now().Add(time.Minute)}, &Token{Value: "bad", ExpiresAt: held.ExpiresAt}, "bad", ""},
-		{"store holds a newer token", fresh("peer"), &Token{Value: "bad", ExpiresAt: time.Now().Add(time.Minute)}, "bad", "peer"},
-		{"current already replaced", nil, held, "bad", "held"},
+		{"empty store", nil, nil, "", "", false},
+		{"store holds bad", fresh("bad"), &Token{Value: "bad", ExpiresAt: held.ExpiresAt}, "bad", "", false},
+		{"store holds an older token", &Token{Value: "old", ExpiresAt: time.Now().Add(time.Minute)}, &Token{Value: "bad", ExpiresAt: held.ExpiresAt}, "bad", "", false},
+		{"store holds a newer token", fresh("peer"), &Token{Value: "bad", ExpiresAt: time.Now().Add(time.Minute)}, "bad", "peer", false},
+		{"current already replaced", nil, held, "bad", "held", false},
+		{"store holds bad confirmed, not asked", fresh("bad"), &Token{Value: "bad", ExpiresAt: held.ExpiresAt}, "bad", "", false},
+		{"store holds bad confirmed by a peer", fresh("bad"), &Token{Value: "bad", ExpiresAt: held.ExpiresAt}, "bad", "bad", true},
+		{"store holds a newer token, confirming", fresh("peer"), &Token{Value: "bad", ExpiresAt: time.Now().Add(time.Minute)}, "bad", "peer", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,7 +145,11 @@ func TestLeaseAcquire(t *testing.T) {
 				_ = s.Save(t.Context(), "k", *tt.stored)
 			}
 			l := newTestLease(t, s, nil, nil)
-			adopt, release, err := l.acquire(t.Context(), tt.bad, func() *Token { return tt.current })
+			var confirmed func(*Token) bool
+			if tt.confirm {
+				confirmed = func(st *Token) bool { return st.Value == "bad" }
+			}
+			adopt, release, err := l.acquire(t.Context(), tt.bad, func() *Token { return tt.current }, confirmed)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,7 +190,7 @@ func TestLeaseWaitsForHolder(t *testing.T) {
 		}
 		done := make(chan result, 1)
 		go func() {
-			a, r, err := l.acquire(t.Context(), "bad", none)
+			a, r, err := l.acquire(t.Context(), "bad", none, nil)
 			done <- result{a, r, err}
 		}()
 		time.Sleep(time.Second) // fake time: the holder fetches
@@ -214,7 +222,7 @@ func TestLeaseDeadHolder(t *testing.T) {
 		l := newTestLease(t, s, nil, nil)
 		time.AfterFunc(5*time.Second, s.unlock) // the lock expires
 		start := time.Now()
-		adopt, release, err := l.acquire(t.Context(), "bad", none)
+		adopt, release, err := l.acquire(t.Context(), "bad", none, nil)
 		if err != nil || adopt != nil || release == nil {
 			t.Fatalf("acquire = %v, release %t, %v; want the lease", adopt, release != nil, err)
 		}
@@ -232,7 +240,7 @@ func TestLeaseAcquireCancelled(t *testing.T) {
 		l := newTestLease(t, s, nil, nil)
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
-		if _, _, err := l.acquire(ctx, "bad", none); !errors.Is(err, context.DeadlineExceeded) {
+		if _, _, err := l.acquire(ctx, "bad", none, nil); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("acquire with ctx done = %v, want its error", err)
 		}
 	})
@@ -246,14 +254,14 @@ func TestLeaseOutage(t *testing.T) {
 	var ops []string
 	l := newTestLease(t, s, log, func(op string, _ error) { ops = append(ops, op) })
 	s.down.Store(true)
-	if _, _, err := l.acquire(t.Context(), "bad", none); !errors.Is(err, errStoreDown) || !errors.Is(err, errOutage) {
+	if _, _, err := l.acquire(t.Context(), "bad", none, nil); !errors.Is(err, errStoreDown) || !errors.Is(err, errOutage) {
 		t.Fatalf("acquire with the store down = %v, want errStoreDown wrapping the cause", err)
 	}
 	if !l.isDown() {
 		t.Fatal("outage not noticed")
 	}
 	calls := s.tryLock.Load()
-	if _, _, err := l.acquire(t.Context(), "bad", none); !errors.Is(err, errStoreDown) {
+	if _, _, err := l.acquire(t.Context(), "bad", none, nil); !errors.Is(err, errStoreDown) {
 		t.Errorf("second acquire = %v, want errStoreDown", err)
 	}
 	if s.tryLock.Load() != calls {

@@ -31,6 +31,16 @@ type ticketRig struct {
 	tokens  *token.Cache
 	tickets *token.Tickets
 	reasons chan token.Reason // one per ticket fetch, when recorded
+
+	mu     sync.Mutex
+	caches map[token.TicketType]*token.Cache // each ticket's Cache, as Tickets made it
+}
+
+// cache returns the Cache Tickets made for typ, or nil.
+func (r *ticketRig) cache(typ token.TicketType) *token.Cache {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.caches[typ]
 }
 
 func newSimServer(tb testing.TB, opts wechatsim.Options) (*wechatsim.Server, string) {
@@ -58,12 +68,23 @@ func newTicketRig(tb testing.TB, sim *wechatsim.Server, upstream string, store t
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rig := &ticketRig{tokens: tokens, reasons: make(chan token.Reason, 100)}
+	rig := &ticketRig{tokens: tokens, reasons: make(chan token.Reason, 100), caches: make(map[token.TicketType]*token.Cache)}
 	kind := token.TicketKind()
 	rig.tickets, err = token.NewTickets(token.TicketTypes(false), held, func(typ token.TicketType) (*token.Cache, error) {
-		return token.New(token.Options{App: "main", Kind: &kind, Store: store, Key: "ticket:" + string(typ) + ":" + simAppID, Now: sim.Now,
-			Fetcher:   &token.TicketSource{Type: typ, Upstream: upstream, Tokens: tokens, Now: sim.Now},
-			OnRefresh: func(r token.Reason, _ error) { rig.reasons <- r }})
+		c, err := token.New(token.Options{App: "main", Kind: &kind, Store: store, Key: "ticket:" + string(typ) + ":" + simAppID, Now: sim.Now,
+			Fetcher: &token.TicketSource{Type: typ, Upstream: upstream, Tokens: tokens, Now: sim.Now},
+			OnRefresh: func(r token.Reason, _ error) {
+				select {
+				case rig.reasons <- r:
+				default: // nobody counts them
+				}
+			}})
+		if err == nil {
+			rig.mu.Lock()
+			rig.caches[typ] = c
+			rig.mu.Unlock()
+		}
+		return c, err
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -160,8 +181,11 @@ func TestTicketKeepsFirstExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.Value != first.Value || !again.ExpiresAt.Equal(first.ExpiresAt) {
+	if again.Value != first.Value || !again.ExpiresAt.Equal(first.ExpiresAt) || !again.ObtainedAt.Equal(first.ObtainedAt) {
 		t.Errorf("refetch within validity: same=%v expires %v, want the same ticket expiring at %v", again.Value == first.Value, again.ExpiresAt, first.ExpiresAt)
+	}
+	if !first.CheckedAt.IsZero() || !again.CheckedAt.Equal(sim.Now()) {
+		t.Errorf("CheckedAt %v then %v, want zero (ObtainedAt says it), then the refetch's time %v", first.CheckedAt, again.CheckedAt, sim.Now())
 	}
 	if err := sim.Advance(time.Hour); err != nil {
 		t.Fatal(err)
@@ -198,33 +222,96 @@ func TestTicketsRunProactive(t *testing.T) {
 	}
 }
 
-// A restart with a file store costs no ticket fetch: the held ticket is
-// read back.
-func TestTicketsPersistInFileStore(t *testing.T) {
-	sim, up := newSimServer(t, wechatsim.Options{})
-	path := filepath.Join(t.TempDir(), "tokens.json")
-	first := newTicketRig(t, sim, up, token.NewFileStore(path), token.TicketJSAPI)
-	held, err := first.tickets.Get(context.Background(), token.TicketJSAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := ticketFetches(sim, "jsapi")
+// A restart costs no ticket fetch, with the file store and with Redis: the
+// held ticket is read back by the new process.
+func TestTicketsPersist(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		store func(t *testing.T) func() token.Store // a new process's store over the same data
+	}{
+		{"file", func(t *testing.T) func() token.Store {
+			path := filepath.Join(t.TempDir(), "tokens.json")
+			return func() token.Store { return token.NewFileStore(path) }
+		}},
+		{"redis", func(t *testing.T) func() token.Store {
+			srv := redistest.Start(t)
+			return func() token.Store { return token.NewRedisStore(srv.Client(t), "persist:") }
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sim, up := newSimServer(t, wechatsim.Options{})
+			store := tt.store(t)
+			first := newTicketRig(t, sim, up, store(), token.TicketJSAPI)
+			held, err := first.tickets.Get(context.Background(), token.TicketJSAPI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := ticketFetches(sim, "jsapi")
 
-	restarted := newTicketRig(t, sim, up, token.NewFileStore(path), token.TicketJSAPI)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { restarted.tickets.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for restarted.tickets.Statuses()[0].Token == nil && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+			restarted := newTicketRig(t, sim, up, store(), token.TicketJSAPI)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { restarted.tickets.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			deadline := time.Now().Add(10 * time.Second)
+			for restarted.tickets.Statuses()[0].Token == nil && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			got := restarted.tickets.Statuses()[0].Token
+			if got == nil || got.Value != held.Value || !got.ExpiresAt.Equal(held.ExpiresAt) {
+				t.Fatal("the restarted process does not hold the stored ticket with its expiry")
+			}
+			if got := ticketFetches(sim, "jsapi"); got != before {
+				t.Errorf("the restart fetched the ticket %d times, want 0", got-before)
+			}
+		})
 	}
-	if got := restarted.tickets.Statuses()[0].Token; got == nil || got.Value != held.Value {
-		t.Fatal("the restarted replica does not hold the stored ticket")
-	}
-	if got := ticketFetches(sim, "jsapi"); got != before {
-		t.Errorf("the restart fetched the ticket %d times, want 0", got-before)
-	}
+}
+
+// A type not configured is fetched on first demand and held from then on:
+// once Run runs, its background refresh keeps it fresh like a configured
+// one, without any caller asking again.
+func TestTicketsOnDemandKeptFresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		fetches := map[token.TicketType]int{}
+		kind := token.TicketKind()
+		ts, err := token.NewTickets(token.TicketTypes(false), []token.TicketType{token.TicketJSAPI}, func(typ token.TicketType) (*token.Cache, error) {
+			return token.New(token.Options{App: "main", Kind: &kind, Fetcher: token.SourceFunc(func(context.Context, bool) (token.Token, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				fetches[typ]++
+				now := time.Now()
+				// A new ticket every fetch: every refresh shows.
+				return token.Token{Value: fmt.Sprintf("%s-%d", typ, fetches[typ]), ObtainedAt: now, ExpiresAt: now.Add(7200 * time.Second)}, nil
+			})})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { ts.Run(ctx); close(done) }()
+		synctest.Wait()
+		if _, err := ts.Get(ctx, token.TicketWxCard); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * time.Hour)
+		synctest.Wait()
+		mu.Lock()
+		jsapi, card := fetches[token.TicketJSAPI], fetches[token.TicketWxCard]
+		mu.Unlock()
+		// Refreshed 10-8 minutes before each 2-hour expiry: 2 or 3 fetches in 4 hours.
+		if jsapi < 2 || card < 2 || jsapi > 3 || card > 3 {
+			t.Errorf("in 4 hours: jsapi fetched %d times, wx_card (asked for once) %d; want 2 or 3 each", jsapi, card)
+		}
+		st := ts.Statuses()
+		if len(st) != 2 || st[1].Type != token.TicketWxCard || st[1].Held || !st[1].Token.Valid(time.Now()) {
+			t.Errorf("Statuses = %+v, want wx_card valid, held on demand", st)
+		}
+		cancel()
+		<-done
+	})
 }
 
 // Three replicas on one Redis asking for the ticket at once cause one
@@ -263,6 +350,84 @@ func TestTicketsFleetOneFetch(t *testing.T) {
 	}
 	if got := sim.Stats().TokenFetches[simAppID].Classic; got != 1 {
 		t.Errorf("fleet token fetches = %d, want 1", got)
+	}
+}
+
+// The early check of a ticket — refresh_before ahead of its expiry, to
+// catch a ticket WeChat replaced early — costs one fetch for the fleet, not
+// one per replica: WeChat hands back the same ticket, and a replica whose
+// check falls due after another's adopts the confirmed ticket from Redis.
+// At expiry the next ticket is again one fetch. Each round is driven by
+// Step on the simulator's clock: concurrently (the replicas queue on the
+// refresh lease) and one after the other (each reads the store first).
+func TestTicketsFleetEarlyCheckOneFetch(t *testing.T) {
+	srv := redistest.Start(t)
+	sim, up := newSimServer(t, wechatsim.Options{Latency: 20 * time.Millisecond})
+	const replicas = 4
+	var fleet []*token.Cache
+	for range replicas {
+		rig := newTicketRig(t, sim, up, token.NewRedisStore(srv.Client(t), t.Name()+":"), token.TicketJSAPI)
+		if _, err := rig.tickets.Get(t.Context(), token.TicketJSAPI); err != nil {
+			t.Fatal(err)
+		}
+		fleet = append(fleet, rig.cache(token.TicketJSAPI))
+	}
+	if got := ticketFetches(sim, "jsapi"); got != 1 {
+		t.Fatalf("first ticket: %d fetches, want 1", got)
+	}
+	step := func(concurrent bool) {
+		var wg sync.WaitGroup
+		for _, c := range fleet {
+			if !c.Due() {
+				t.Fatalf("at %v a replica has no refresh due (ticket expires %v)", sim.Now(), c.Current().ExpiresAt)
+			}
+			if concurrent {
+				wg.Go(func() { c.Step(t.Context()) })
+			} else {
+				c.Step(t.Context())
+			}
+		}
+		wg.Wait()
+	}
+	same := func(what string) *token.Token {
+		held := fleet[0].Current()
+		for i, c := range fleet {
+			if cur := c.Current(); !cur.Valid(sim.Now()) || cur.Value != held.Value || !cur.ExpiresAt.Equal(held.ExpiresAt) {
+				t.Fatalf("%s: replica %d holds another ticket than replica 0", what, i)
+			}
+			if c.Due() {
+				t.Errorf("%s: replica %d still has a refresh due", what, i)
+			}
+		}
+		return held
+	}
+	for round, concurrent := range []bool{true, false} {
+		held := same("before the check")
+		// Every replica's check is due between 10m and 8m before expiry
+		// (refresh_before 10m, 20% jitter).
+		if err := sim.Advance(held.ExpiresAt.Add(-5 * time.Minute).Sub(sim.Now())); err != nil {
+			t.Fatal(err)
+		}
+		before := ticketFetches(sim, "jsapi")
+		step(concurrent)
+		if got := ticketFetches(sim, "jsapi") - before; got != 1 {
+			t.Errorf("round %d (concurrent %v): the early check of %d replicas cost %d ticket fetches, want 1", round, concurrent, replicas, got)
+		}
+		if checked := same("after the check"); checked.Value != held.Value || !checked.ExpiresAt.Equal(held.ExpiresAt) {
+			t.Errorf("round %d: the check replaced the ticket WeChat still hands back", round)
+		}
+		// At expiry WeChat issues the next ticket: one fetch again.
+		if err := sim.Advance(held.ExpiresAt.Sub(sim.Now())); err != nil {
+			t.Fatal(err)
+		}
+		before = ticketFetches(sim, "jsapi")
+		step(concurrent)
+		if got := ticketFetches(sim, "jsapi") - before; got != 1 {
+			t.Errorf("round %d: the next ticket cost %d fetches, want 1", round, got)
+		}
+		if next := same("after expiry"); next.Value == held.Value {
+			t.Errorf("round %d: after expiry the fleet still holds the expired ticket", round)
+		}
 	}
 }
 

@@ -29,6 +29,25 @@ type Token struct {
 	Value      string    `json:"value"`
 	ObtainedAt time.Time `json:"obtained_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// CheckedAt is when a replica last asked WeChat and got this same
+	// token back, when ObtainedAt does not say it: a kind with
+	// FixedLifetime keeps ObtainedAt (and ExpiresAt) from the first
+	// sighting. Zero otherwise, so tokens that never come back (most of
+	// them: a platform's merchants) cost no extra bytes in the store.
+	// Kept in the store with the token, it tells the fleet that a
+	// proactive check is done: a replica whose own check falls due shortly
+	// after another's adopts the stored token instead of asking WeChat
+	// again (see Cache.confirmed).
+	CheckedAt time.Time `json:"checked_at,omitzero"`
+}
+
+// checked is when WeChat last handed out t: CheckedAt, or ObtainedAt when
+// that is later.
+func (t *Token) checked() time.Time {
+	if t.CheckedAt.After(t.ObtainedAt) {
+		return t.CheckedAt
+	}
+	return t.ObtainedAt
 }
 
 // Valid reports whether t holds a token that has not expired at now.

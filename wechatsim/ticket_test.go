@@ -1,6 +1,7 @@
 package wechatsim_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -159,5 +160,41 @@ func TestTicketQuota(t *testing.T) {
 		if _, _, code := s.fetchTicket("/cgi-bin/ticket/getticket?" + q("access_token", tok, "type", "jsapi")); code != want {
 			t.Errorf("call %d: errcode %d, want %d", i+1, code, want)
 		}
+	}
+}
+
+// WeCom's corp limit: 400 get_jsapi_ticket calls an hour per corp, across
+// its agents. Five agents calling 80 times each spend it while none reaches
+// its own 100; the 401st call is refused (ticket_fetches counts it, as every
+// call), the agent tickets are not affected, and the next hour starts afresh.
+func TestWeComCorpTicketLimit(t *testing.T) {
+	apps := []wechatsim.App{}
+	for i := range 5 {
+		apps = append(apps, wechatsim.App{AppID: corpID, Secret: fmt.Sprintf("agent-secret-%d", i), Kind: wechatsim.KindWeCom})
+	}
+	s := newSim(t, wechatsim.Options{Apps: apps})
+	s.advanceTo(time.Date(2025, 3, 10, 11, 0, 0, 0, start.Location()))
+	toks := make([]string, len(apps))
+	for i, a := range apps {
+		toks[i], _ = s.weCom(corpID, a.Secret)
+	}
+	for i := range 400 {
+		if _, _, code := s.fetchTicket("/cgi-bin/get_jsapi_ticket?" + q("access_token", toks[i%5])); code != 0 {
+			t.Fatalf("corp ticket call %d: errcode %d", i+1, code)
+		}
+	}
+	if _, _, code := s.fetchTicket("/cgi-bin/get_jsapi_ticket?" + q("access_token", toks[0])); code != wechat.CodeDailyQuota {
+		t.Errorf("401st corp ticket call in an hour (the agent's 81st): errcode %d, want 45009", code)
+	}
+	if _, _, code := s.fetchTicket("/cgi-bin/ticket/get?" + q("access_token", toks[0], "type", "agent_config")); code != 0 {
+		t.Errorf("agent ticket while the corp limit is spent: errcode %d, want 0", code)
+	}
+	s.advance(time.Hour)
+	tok, _ := s.weCom(corpID, apps[0].Secret)
+	if _, _, code := s.fetchTicket("/cgi-bin/get_jsapi_ticket?" + q("access_token", tok)); code != 0 {
+		t.Errorf("next hour: errcode %d, want 0", code)
+	}
+	if got := s.Stats().TicketFetches[corpID]["corp_jsapi"]; got != 402 {
+		t.Errorf("ticket_fetches corp_jsapi = %d, want 402 (400, the refused one, the next hour's)", got)
 	}
 }

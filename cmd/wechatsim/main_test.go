@@ -68,6 +68,34 @@ func TestRunServesAndStops(t *testing.T) {
 	if code, ok := wechat.ScanErrcode(body); !ok || code != 0 || !bytes.Contains(body, []byte(`"appid":"wx1"`)) {
 		t.Errorf("API answer %s, want errcode 0 from wx1", body)
 	}
+	// Tickets live as long as tokens (-token-ttl), and /sim/stats counts
+	// their fetches.
+	resp, err = http.Get(base + "/cgi-bin/ticket/getticket?type=jsapi&access_token=" + tok.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tk struct {
+		ErrCode   int    `json:"errcode"`
+		Ticket    string `json:"ticket"`
+		ExpiresIn int64  `json:"expires_in"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&tk)
+	resp.Body.Close()
+	if err != nil || tk.ErrCode != 0 || tk.Ticket == "" || tk.ExpiresIn != 60 {
+		t.Errorf("ticket answer %+v, err %v; want a ticket with expires_in 60", tk, err)
+	}
+	resp, err = http.Get(base + "/sim/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		TicketFetches map[string]map[string]int64 `json:"ticket_fetches"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || st.TicketFetches["wx1"]["jsapi"] != 1 || st.TicketFetches["wx1"]["wx_card"] != 0 {
+		t.Errorf("/sim/stats ticket_fetches = %v, err %v; want wx1 jsapi 1, wx_card 0", st.TicketFetches, err)
+	}
 	resp, err = http.Get(base + "/cgi-bin/gettoken?corpid=ww1&corpsecret=agent")
 	if err != nil {
 		t.Fatal(err)
