@@ -13,6 +13,15 @@ const (
 	// KindOpenPlatform is a WeChat Open Platform third-party platform
 	// (第三方平台): one component app acting for many merchants.
 	KindOpenPlatform = "open_platform"
+	// KindWeComSuite is a WeCom service provider's suite (服务商第三方应用,
+	// SPEC §13): one suite installed by many corps.
+	KindWeComSuite = "wecom_suite"
+)
+
+// The get_permanent_code APIs a suite may use.
+const (
+	PermanentCodeV1 = "v1" // /cgi-bin/service/get_permanent_code: also returns the corp's first token
+	PermanentCodeV2 = "v2" // /cgi-bin/service/v2/get_permanent_code: WeCom's recommended, faster one
 )
 
 // Defaults of the platform keys.
@@ -24,13 +33,28 @@ const (
 // Platform is one third-party platform (SPEC §12). Its name shares the
 // namespace of app names: /{name}/... calls its component APIs and
 // /{name}@{authorizer_appid}/... calls APIs on behalf of a merchant.
+//
+// A WeCom suite (Kind KindWeComSuite) uses SuiteID instead of
+// ComponentAppID: /{name}/... calls suite and provider APIs and
+// /{name}@{corpid}/... calls APIs as an installing corp.
 type Platform struct {
 	Name string
-	Kind string // KindOpenPlatform
+	Kind string // KindOpenPlatform or KindWeComSuite
 	// ComponentAppID is the component app's appid; it is also the receive
-	// id of its encrypted pushes.
+	// id of its encrypted pushes. Open Platform only.
 	ComponentAppID string
-	Secret         string // component_appsecret
+	// SuiteID is the suite's id (WeCom suites only); the receive id of
+	// its pushes.
+	SuiteID string
+	// ProviderCorpID is the service provider's corpid (WeCom suites,
+	// optional): the receive id of URL checks, and with ProviderSecret it
+	// buys the provider token.
+	ProviderCorpID string
+	ProviderSecret string
+	// PermanentCodeAPI is the get_permanent_code API a suite uses:
+	// PermanentCodeV1 (default) or PermanentCodeV2.
+	PermanentCodeAPI string
+	Secret           string // component_appsecret, or the suite_secret
 	// Token is the message verification token of the push URL.
 	Token string
 	// EncodingAESKey (43 characters) decrypts pushes; PreviousEncodingAESKey,
@@ -99,14 +123,19 @@ func (d *decoder) callbacks(f *callbacksFile, c *Config) Callbacks {
 func (d *decoder) platform(p string, f *platformFile, apps []App, prev []Platform) Platform {
 	pl := Platform{
 		Name:           f.Name.v,
-		Kind:           d.enum(p+".kind", f.Kind, KindOpenPlatform, KindOpenPlatform),
+		Kind:           d.enum(p+".kind", f.Kind, KindOpenPlatform, KindOpenPlatform, KindWeComSuite),
 		ComponentAppID: f.ComponentAppID.v,
+		SuiteID:        f.SuiteID.v,
+		ProviderCorpID: f.ProviderCorpID.v,
 		Upstream:       defaultUpstream,
 		RefreshBefore:  f.RefreshBefore.or(10 * time.Minute),
 		AuthorizerIdle: f.AuthorizerIdle.or(defaultAuthorizerIdle),
 	}
 	if !d.has(p + ".kind") {
-		d.errorf(p+".kind", "required (open_platform)")
+		d.errorf(p+".kind", "required (open_platform or wecom_suite)")
+	}
+	if pl.Kind == KindWeComSuite {
+		pl.Upstream = defaultWeComUpstream
 	}
 	switch {
 	case !d.has(p + ".name"):
@@ -128,19 +157,10 @@ func (d *decoder) platform(p string, f *platformFile, apps []App, prev []Platfor
 			}
 		}
 	}
-	switch {
-	case !d.has(p + ".component_appid"):
-		d.errorf(p+".component_appid", "required")
-	case pl.ComponentAppID == "":
-		d.errorf(p+".component_appid", "must not be empty%s", d.hint(p+".component_appid"))
-	case strings.ContainsFunc(pl.ComponentAppID, unicode.IsSpace) || strings.ContainsAny(pl.ComponentAppID, "@/"):
-		d.errorf(p+".component_appid", "must not contain whitespace, @ or /")
-	default:
-		for i, q := range prev {
-			if q.ComponentAppID == pl.ComponentAppID {
-				d.errorf(p+".component_appid", "already used by platforms[%d]; two platforms with one component would fight over its token", i)
-			}
-		}
+	if pl.Kind == KindWeComSuite {
+		d.suite(p, f, &pl, prev)
+	} else {
+		d.component(p, f, &pl, prev)
 	}
 	pl.Secret = d.secret(p, "secret", f.Secret, f.SecretFile, true)
 	pl.Token = d.secret(p, "token", f.Token, f.TokenFile, true)
@@ -171,4 +191,64 @@ func (d *decoder) platform(p string, f *platformFile, apps []App, prev []Platfor
 	pl.Quotas = d.quotas(p+".quotas", &f.Quotas)
 	pl.Breaker = d.breaker(p+".breaker", &f.Breaker)
 	return pl
+}
+
+// component checks the keys of an Open Platform platform.
+func (d *decoder) component(p string, f *platformFile, pl *Platform, prev []Platform) {
+	for _, k := range []string{"suite_id", "provider_corpid", "provider_secret", "provider_secret_file", "permanent_code_api"} {
+		if d.has(p + "." + k) {
+			d.errorf(p+"."+k, "only for kind wecom_suite")
+		}
+	}
+	switch {
+	case !d.has(p + ".component_appid"):
+		d.errorf(p+".component_appid", "required")
+	case pl.ComponentAppID == "":
+		d.errorf(p+".component_appid", "must not be empty%s", d.hint(p+".component_appid"))
+	case !idOK(pl.ComponentAppID):
+		d.errorf(p+".component_appid", "must not contain whitespace, @ or /")
+	default:
+		for i, q := range prev {
+			if q.ComponentAppID == pl.ComponentAppID {
+				d.errorf(p+".component_appid", "already used by platforms[%d]; two platforms with one component would fight over its token", i)
+			}
+		}
+	}
+}
+
+// suite checks the keys of a WeCom suite.
+func (d *decoder) suite(p string, f *platformFile, pl *Platform, prev []Platform) {
+	if d.has(p + ".component_appid") {
+		d.errorf(p+".component_appid", "only for kind open_platform (a WeCom suite has suite_id)")
+	}
+	switch {
+	case !d.has(p + ".suite_id"):
+		d.errorf(p+".suite_id", "required")
+	case pl.SuiteID == "":
+		d.errorf(p+".suite_id", "must not be empty%s", d.hint(p+".suite_id"))
+	case !idOK(pl.SuiteID):
+		d.errorf(p+".suite_id", "must not contain whitespace, @ or /")
+	default:
+		for i, q := range prev {
+			if q.SuiteID == pl.SuiteID {
+				d.errorf(p+".suite_id", "already used by platforms[%d]; two platforms with one suite would fight over its token", i)
+			}
+		}
+	}
+	if d.has(p+".provider_corpid") && !idOK(pl.ProviderCorpID) {
+		d.errorf(p+".provider_corpid", "must not be empty or contain whitespace, @ or /%s", d.hint(p+".provider_corpid"))
+	}
+	pl.ProviderSecret = d.secret(p, "provider_secret", f.ProviderSecret, f.ProviderSecretFile, false)
+	if d.has(p+".provider_secret") && pl.ProviderSecret == "" {
+		d.errorf(p+".provider_secret", "must not be empty%s", d.hint(p+".provider_secret"))
+	} else if pl.ProviderSecret != "" && pl.ProviderCorpID == "" {
+		d.errorf(d.secretPath(p, "provider_secret"), "needs provider_corpid (the provider token is bought with both)")
+	}
+	pl.PermanentCodeAPI = d.enum(p+".permanent_code_api", f.PermanentCodeAPI, PermanentCodeV1, PermanentCodeV1, PermanentCodeV2)
+}
+
+// idOK reports whether id is usable as an appid, suite id or corpid: not
+// empty, no whitespace, no @ or / (they would break routing).
+func idOK(id string) bool {
+	return id != "" && !strings.ContainsFunc(id, unicode.IsSpace) && !strings.ContainsAny(id, "@/")
 }

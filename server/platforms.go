@@ -63,6 +63,9 @@ func (s *Server) newPlatforms(cfg *config.Config, tokens token.Store, quotaStore
 	s.closePlatforms = closeStore
 	var out []proxy.Platform
 	for _, pc := range cfg.Platforms {
+		if pc.Kind == config.KindWeComSuite {
+			continue // WeCom suites: see suites.go
+		}
 		up, err := url.Parse(pc.Upstream)
 		if err != nil {
 			return nil, fmt.Errorf("platforms.%s.upstream: %w", pc.Name, err)
