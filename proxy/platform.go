@@ -61,7 +61,7 @@ type Authorization struct {
 type platform struct {
 	cfg       Platform
 	component *App
-	provider  *App // WeCom suites with a provider token; else nil
+	provider  *App   // WeCom suites with a provider token; else nil
 	phKey     []byte // merchants' placeholder keys derive from it
 
 	mu        sync.RWMutex
