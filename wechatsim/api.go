@@ -25,14 +25,17 @@ import (
 type apiHandler func(st *state, w *call, r *http.Request, q url.Values, tok *record, now time.Time)
 
 // withToken checks the access_token of an API call (41001, 40014, 40001,
-// 42001; users' OAuth tokens are not app tokens: 40001), applies the path's
+// 42001; users' OAuth tokens and suite tokens are not app tokens, nor are
+// provider tokens outside /cgi-bin/service/: 40001), applies the path's
 // configured quota, then runs h. Errors take the style of the token's app,
 // and the call is recorded for that app when the token is one it was given.
 func (s *Server) withToken(st *state, w *call, r *http.Request, h apiHandler) {
 	q := r.URL.Query()
 	now := st.now()
 	tok, code := st.lookup(q.Get("access_token"), now.UnixNano())
-	if code == 0 && tok.kind == kindUser {
+	if code == 0 && (tok.kind == kindUser || tok.kind == kindSuite || (tok.kind == kindProvider && !strings.HasPrefix(r.URL.Path, pathServicePrefix))) {
+		// Users' OAuth tokens and suite tokens are no app tokens; a
+		// provider token is one only for provider APIs.
 		code = wechat.CodeInvalidCredential
 	}
 	var a *appState
@@ -78,6 +81,10 @@ func (s *Server) business(st *state, w *call, r *http.Request, q url.Values, tok
 	if c := tok.app.cfg.component; c != "" {
 		out = append(out, `,"component_appid":`...)
 		out = appendString(out, c)
+	}
+	if su := tok.app.cfg.suite; su != "" {
+		out = append(out, `,"suite_id":`...)
+		out = appendString(out, su)
 	}
 	out = append(out, `,"method":`...)
 	out = appendString(out, r.Method)

@@ -20,6 +20,10 @@ import (
 //	token_ttl: 7200s
 //	ticket_grace: 5m
 //	rid_records: 100000
+//	suites:     # WeCom third-party suites; callback defaults to -callback
+//	  - {suite_id: wwsuite0000000001, secret: s, token: t, encoding_aes_key: 43-chars, callback: URL}
+//	providers:  # WeCom service providers
+//	  - {corpid: wwprovider0000001, secret: provider-secret}
 //
 // Unknown or repeated keys and values of the wrong type are errors naming the
 // key path ("apps[1].secrett: unknown key"). The values themselves are
@@ -60,8 +64,12 @@ func parseConfig(data []byte) (Options, error) {
 			opts.TicketGrace, err = parseDuration(v, key)
 		case "rid_records":
 			err = decode(v, key, &opts.RidRecords)
+		case "suites":
+			opts.Suites, err = parseSuites(v)
+		case "providers":
+			opts.Providers, err = parseProviders(v)
 		default:
-			err = fmt.Errorf("%s: unknown key (want apps, quotas, latency, token_ttl, ticket_grace or rid_records)", key)
+			err = fmt.Errorf("%s: unknown key (want apps, quotas, latency, token_ttl, ticket_grace, rid_records, suites or providers)", key)
 		}
 		return err
 	})
@@ -91,6 +99,51 @@ func parseApps(n *yaml.Node) ([]App, error) {
 		}
 	}
 	return apps, nil
+}
+
+func parseSuites(n *yaml.Node) ([]Suite, error) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("suites: line %d: want a list of {suite_id, secret, token, encoding_aes_key, callback}", n.Line)
+	}
+	suites := make([]Suite, len(n.Content))
+	for i, item := range n.Content {
+		at := fmt.Sprintf("suites[%d]", i)
+		fields := map[string]*string{"suite_id": &suites[i].SuiteID, "secret": &suites[i].Secret, "token": &suites[i].Token,
+			"encoding_aes_key": &suites[i].AESKey, "callback": &suites[i].Callback}
+		err := eachKey(item, at, func(key string, v *yaml.Node) error {
+			if f := fields[key]; f != nil {
+				return decode(v, at+"."+key, f)
+			}
+			return fmt.Errorf("%s.%s: unknown key (want suite_id, secret, token, encoding_aes_key or callback)", at, key)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return suites, nil
+}
+
+func parseProviders(n *yaml.Node) ([]Provider, error) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("providers: line %d: want a list of {corpid, secret}", n.Line)
+	}
+	providers := make([]Provider, len(n.Content))
+	for i, item := range n.Content {
+		at := fmt.Sprintf("providers[%d]", i)
+		err := eachKey(item, at, func(key string, v *yaml.Node) error {
+			switch key {
+			case "corpid":
+				return decode(v, at+"."+key, &providers[i].CorpID)
+			case "secret":
+				return decode(v, at+"."+key, &providers[i].Secret)
+			}
+			return fmt.Errorf("%s.%s: unknown key (want corpid or secret)", at, key)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return providers, nil
 }
 
 func parseQuotas(n *yaml.Node) (map[string]Quota, error) {

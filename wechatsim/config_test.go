@@ -72,6 +72,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"app not a mapping", "apps: [wx1]\n", "apps[0]: line 1: want a mapping"},
 		{"not a mapping", "- 1\n", "want a mapping"},
 		{"bad yaml", "apps: [\n", "yaml:"},
+		{"unknown suite key", "suites:\n  - {suite_id: a, secrett: s}\n", "suites[0].secrett: unknown key"},
+		{"suites not a list", "suites: {suite_id: a}\n", "suites: line 1: want a list"},
+		{"unknown provider key", "providers:\n  - {corpid: a, provider_secret: s}\n", "providers[0].provider_secret: unknown key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,5 +120,28 @@ func TestNewValidation(t *testing.T) {
 	}
 	if _, err := wechatsim.New(wechatsim.Options{Apps: []wechatsim.App{{AppID: "ww", Secret: "a", Kind: "wecom"}, {AppID: "ww", Secret: "b", Kind: "wecom"}}}); err != nil {
 		t.Errorf("two WeCom agents of one corp: %v", err)
+	}
+}
+
+func TestLoadConfigSuites(t *testing.T) {
+	path := writeConfig(t, `
+suites:
+  - {suite_id: wwsuite1, secret: s1, token: t1, encoding_aes_key: kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR, callback: "http://127.0.0.1:1/callback/suiteco"}
+providers:
+  - {corpid: wwprovider1, secret: p1}
+`)
+	got, err := wechatsim.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wechatsim.Options{
+		Suites:    []wechatsim.Suite{{SuiteID: "wwsuite1", Secret: "s1", Token: "t1", AESKey: "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR", Callback: "http://127.0.0.1:1/callback/suiteco"}},
+		Providers: []wechatsim.Provider{{CorpID: "wwprovider1", Secret: "p1"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("LoadConfig = %+v, want %+v", got, want)
+	}
+	if _, err := wechatsim.New(got); err != nil {
+		t.Errorf("New(loaded config): %v", err)
 	}
 }

@@ -33,6 +33,10 @@ func (s *Server) serveControl(st *state, w http.ResponseWriter, r *http.Request)
 		s.controlPlatform(w, r, rest)
 		return
 	}
+	if rest, ok := strings.CutPrefix(path, "/sim/suites/"); ok {
+		s.controlSuite(w, r, rest)
+		return
+	}
 	switch path {
 	case "/sim/clock":
 		switch r.Method {

@@ -1,7 +1,6 @@
 package wechatsim
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -381,8 +380,11 @@ func (s *Server) PushTicket(appid string) (PushResult, error) {
 type PushResult struct {
 	Status            int    `json:"status"` // 0: unreachable
 	Body              string `json:"body"`
-	Ticket            string `json:"ticket,omitempty"`             // PushTicket: the ticket pushed (for tests)
+	Ticket            string `json:"ticket,omitempty"`             // PushTicket, PushSuiteTicket: the ticket pushed (for tests)
 	AuthorizationCode string `json:"authorization_code,omitempty"` // Authorize
+	AuthCode          string `json:"auth_code,omitempty"`          // Install, ResetPermanentCode
+	Echo              string `json:"echo,omitempty"`               // VerifyURL: the plain echostr the callback should answer
+	Verified          bool   `json:"verified,omitempty"`           // VerifyURL: it did
 }
 
 // Authorize makes merchant authorize the component (creating it, with a
@@ -457,9 +459,10 @@ func (s *Server) Unauthorize(component, merchant string) (PushResult, error) {
 		c.cfg.id, st.now().Unix(), merchant))
 }
 
-// push encrypts msg for component c and POSTs it to its callback URL as
-// WeChat does: encrypted XML envelope, signature, timestamp, nonce,
-// encrypt_type=aes and msg_signature in the query.
+// push encrypts msg for component or suite c and POSTs it to its callback
+// URL as WeChat does: encrypted XML envelope, timestamp, nonce and
+// msg_signature in the query, plus signature and encrypt_type=aes from the
+// Open Platform (WeCom sends neither).
 func (s *Server) push(st *state, c *appState, msg string) (PushResult, error) {
 	target := c.cfg.callback
 	if target == "" {
@@ -471,22 +474,36 @@ func (s *Server) push(st *state, c *appState, msg string) (PushResult, error) {
 	}
 	ts := strconv.FormatInt(st.now().Unix(), 10)
 	nonce := strconv.FormatUint(rand.Uint64N(1e10), 10)
-	q := url.Values{
-		"signature": {wxcrypt.Signature(c.cfg.msgToken, ts, nonce)}, "timestamp": {ts}, "nonce": {nonce},
-		"encrypt_type": {"aes"}, "msg_signature": {c.cfg.crypt.Sign(ts, nonce, enc)},
+	q := url.Values{"timestamp": {ts}, "nonce": {nonce}, "msg_signature": {c.cfg.crypt.Sign(ts, nonce, enc)}}
+	var body string
+	if c.cfg.kind == KindSuite {
+		// WeCom: only msg_signature, timestamp and nonce; the envelope names
+		// the suite as ToUserName.
+		body = "<xml><ToUserName><![CDATA[" + c.cfg.id + "]]></ToUserName><Encrypt><![CDATA[" + enc + "]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
+	} else {
+		q.Set("signature", wxcrypt.Signature(c.cfg.msgToken, ts, nonce))
+		q.Set("encrypt_type", "aes")
+		body = "<xml><AppId><![CDATA[" + c.cfg.id + "]]></AppId><Encrypt><![CDATA[" + enc + "]]></Encrypt></xml>"
 	}
+	return s.send(http.MethodPost, target, q, body)
+}
+
+// send makes one request to a callback URL with the query q added and
+// returns what it answered.
+func (s *Server) send(method, target string, q url.Values, body string) (PushResult, error) {
 	sep := "?"
 	if strings.Contains(target, "?") {
 		sep = "&"
 	}
-	body := "<xml><AppId><![CDATA[" + c.cfg.id + "]]></AppId><Encrypt><![CDATA[" + enc + "]]></Encrypt></xml>"
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target+sep+q.Encode(), bytes.NewReader([]byte(body)))
+	req, err := http.NewRequestWithContext(ctx, method, target+sep+q.Encode(), strings.NewReader(body))
 	if err != nil {
 		return PushResult{}, err
 	}
-	req.Header.Set("Content-Type", "text/xml")
+	if body != "" {
+		req.Header.Set("Content-Type", "text/xml")
+	}
 	resp, err := s.pushClient.Do(req)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("wechatsim: push to the callback: %w", err)

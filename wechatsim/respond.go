@@ -24,7 +24,7 @@ const (
 )
 
 func styleOf(a *appState) style {
-	if a != nil && a.cfg.kind == KindWeCom {
+	if a != nil && (a.cfg.kind == KindWeCom || a.cfg.kind == KindSuite || a.cfg.kind == KindProvider) {
 		return styleWeCom
 	}
 	return styleWeChat
@@ -33,6 +33,9 @@ func styleOf(a *appState) style {
 // message returns the errmsg text of code in the style sty, without suffix.
 func message(sty style, code int) string {
 	if m, ok := ridMessages[code]; ok {
+		return m
+	}
+	if m, ok := suiteMessages[code]; ok {
 		return m
 	}
 	if sty == styleWeCom {

@@ -352,6 +352,12 @@ func (st *state) rids(appid, path string, n int) []string {
 	if appid != "" {
 		a := st.apps[appid]
 		if a == nil {
+			a = st.merchant(appid)
+		}
+		if cs := st.suiteCorps(appid); a == nil && len(cs) > 0 {
+			a = cs[0]
+		}
+		if a == nil {
 			return []string{}
 		}
 		app = a.cfg.num

@@ -107,6 +107,10 @@ type Options struct {
 	// to Callback (or each Component's own).
 	Components []Component
 	Callback   string
+	// Suites are WeCom third-party suites; their pushes go to Callback (or
+	// each Suite's own). Providers are WeCom service providers.
+	Suites    []Suite
+	Providers []Provider
 	// PushClient sends the pushes; default a client with a 5 s timeout.
 	PushClient *http.Client
 }
@@ -138,6 +142,9 @@ type Server struct {
 
 	pushClient *http.Client
 
+	maxSuiteCorps int // corps that may install one suite
+	maxAuthCodes  int // unexchanged auth codes of one suite
+
 	st atomic.Pointer[state] // replaced wholesale by Reset
 }
 
@@ -149,9 +156,10 @@ type appConfig struct {
 	num     uint32   // 1 + its index in Server.order; records of calls use 0 for "no app"
 
 	component string           // merchants: the component they authorized
-	callback  string           // components: where pushes go
-	msgToken  string           // components: the message token
-	crypt     *wxcrypt.Crypter // components: encrypts pushes
+	suite     string           // corps that installed a suite: the suite
+	callback  string           // components and suites: where pushes go
+	msgToken  string           // components and suites: the message token
+	crypt     *wxcrypt.Crypter // components and suites: encrypts pushes
 }
 
 // New validates opts and returns a Server in its start state. Errors name the
@@ -166,8 +174,11 @@ func New(opts Options) (*Server, error) {
 		rids:    opts.RidRecords,
 		base:    opts.Now,
 		seed:    maphash.MakeSeed(),
+
+		maxSuiteCorps: defaultMaxSuiteCorps,
+		maxAuthCodes:  defaultMaxAuthCodes,
 	}
-	if len(opts.Apps) == 0 && len(opts.Components) == 0 {
+	if len(opts.Apps) == 0 && len(opts.Components) == 0 && len(opts.Suites) == 0 && len(opts.Providers) == 0 {
 		return nil, errors.New("wechatsim: apps: at least one app is required")
 	}
 	s.pushClient = opts.PushClient
@@ -224,6 +235,41 @@ func New(opts Options) (*Server, error) {
 		s.apps[c.AppID] = &appConfig{id: c.AppID, kind: KindComponent, secrets: []string{c.Secret}, num: uint32(len(s.order) + 1),
 			callback: cb, msgToken: c.Token, crypt: crypt}
 		s.order = append(s.order, c.AppID)
+	}
+	for i, su := range opts.Suites {
+		key := fmt.Sprintf("suites[%d]", i)
+		switch {
+		case su.SuiteID == "" || strings.ContainsAny(su.SuiteID, "/?#"):
+			return nil, fmt.Errorf("wechatsim: %s.suite_id: required, without '/', '?' or '#'", key)
+		case s.apps[su.SuiteID] != nil:
+			return nil, fmt.Errorf("wechatsim: %s.suite_id: %q is configured twice", key, su.SuiteID)
+		case su.Secret == "":
+			return nil, fmt.Errorf("wechatsim: %s.secret: required", key)
+		}
+		crypt, err := wxcrypt.New(wxcrypt.Options{Token: su.Token, AESKey: su.AESKey})
+		if err != nil {
+			return nil, fmt.Errorf("wechatsim: %s: %w", key, err)
+		}
+		cb := su.Callback
+		if cb == "" {
+			cb = opts.Callback
+		}
+		s.apps[su.SuiteID] = &appConfig{id: su.SuiteID, kind: KindSuite, secrets: []string{su.Secret}, num: uint32(len(s.order) + 1),
+			callback: cb, msgToken: su.Token, crypt: crypt}
+		s.order = append(s.order, su.SuiteID)
+	}
+	for i, p := range opts.Providers {
+		key := fmt.Sprintf("providers[%d]", i)
+		switch {
+		case p.CorpID == "" || strings.ContainsAny(p.CorpID, "/?#"):
+			return nil, fmt.Errorf("wechatsim: %s.corpid: required, without '/', '?' or '#'", key)
+		case s.apps[p.CorpID] != nil:
+			return nil, fmt.Errorf("wechatsim: %s.corpid: %q is configured twice", key, p.CorpID)
+		case p.Secret == "":
+			return nil, fmt.Errorf("wechatsim: %s.secret: required", key)
+		}
+		s.apps[p.CorpID] = &appConfig{id: p.CorpID, kind: KindProvider, secrets: []string{p.Secret}, num: uint32(len(s.order) + 1)}
+		s.order = append(s.order, p.CorpID)
 	}
 	for path, q := range opts.Quotas {
 		switch {
@@ -322,6 +368,10 @@ func (s *Server) serveWeChat(st *state, w *call, r *http.Request, listener int) 
 	if strings.HasPrefix(path, "/cgi-bin/component/") && s.serveComponent(st, w, r) {
 		return
 	}
+	if strings.HasPrefix(path, pathServicePrefix) {
+		s.serveService(st, w, r)
+		return
+	}
 	switch path {
 	case PathToken:
 		s.classicToken(st, w, r)
@@ -381,18 +431,27 @@ func (s *Server) Advance(d time.Duration) error {
 // /sim/reset does. Requests in flight finish against the old state.
 func (s *Server) Reset() { s.st.Store(s.newState()) }
 
-// Invalidate kills every live classic, stable and WeCom token of appid (a
-// corpid for WeCom) at once, as WeChat sometimes does; later calls with them
-// answer 40001. It returns the number of tokens killed, or ErrUnknownApp.
+// Invalidate kills every live token of appid at once, as WeChat sometimes
+// does: an app's classic, stable and WeCom tokens (a corpid for WeCom), a
+// component's or merchant's, a suite's or provider's, and those a corp got
+// from every suite it installed. Later calls with them answer 40001 (suite
+// APIs: 42009). It returns the number of tokens killed, or ErrUnknownApp.
 func (s *Server) Invalidate(appid string) (int, error) {
 	st := s.st.Load()
-	a, ok := st.apps[appid]
-	if !ok {
-		if a = st.merchant(appid); a == nil {
-			return 0, ErrUnknownApp
-		}
+	targets := st.suiteCorps(appid)
+	if a, ok := st.apps[appid]; ok {
+		targets = append(targets, a)
+	} else if a = st.merchant(appid); a != nil {
+		targets = append(targets, a)
 	}
-	return st.invalidate(a), nil
+	if len(targets) == 0 {
+		return 0, ErrUnknownApp
+	}
+	n := 0
+	for _, a := range targets {
+		n += st.invalidate(a)
+	}
+	return n, nil
 }
 
 // Tokens returns, per appid (corpid for WeCom), every app token (classic,

@@ -19,6 +19,7 @@ type state struct {
 	apps map[string]*appState // appid or corpid → state; the map is never written after newState
 
 	components []string      // component appids, in configuration order; never written after newState
+	suites     []string      // suite ids, in configuration order; never written after newState
 	merchNum   atomic.Uint32 // numbers merchants' records of calls (appConfig.num)
 
 	mu     sync.RWMutex
@@ -44,14 +45,20 @@ func (s *Server) newState() *state {
 			hourly:   make(map[string]*hourWindow),
 			counters: newCounterSet(),
 		}
-		if c.kind == KindComponent {
+		switch c.kind {
+		case KindComponent:
 			a.plat = &platformState{codes: map[string]authCode{}, merchants: map[string]*appState{}}
+		case KindSuite:
+			a.suite = &suiteState{codes: map[string]authCode{}, corps: map[string]*appState{}}
 		}
 		st.apps[id] = a
 	}
 	for _, id := range s.order {
-		if s.apps[id].kind == KindComponent {
+		switch s.apps[id].kind {
+		case KindComponent:
 			st.components = append(st.components, id)
+		case KindSuite:
+			st.suites = append(st.suites, id)
 		}
 	}
 	st.merchNum.Store(1 << 24)
@@ -72,6 +79,9 @@ const (
 	kindUser // a user's OAuth token from /sns/oauth2/access_token
 	kindComponent
 	kindAuthorizer
+	kindSuite    // suite_access_token
+	kindCorp     // a corp's token from get_corp_token
+	kindProvider // provider_access_token
 	numKinds
 )
 
@@ -131,10 +141,14 @@ type appState struct {
 
 	plat  *platformState // components only
 	merch *merchantState // merchants (authorizers) only
+	suite *suiteState    // suites only
+	corp  *corpState     // corps that installed a suite only
+	held  *record        // suites, providers and suites' corps: the token handed out while valid
 
 	fetchClassic, fetchStable, fetchForced, fetchWeCom atomic.Int64
 	fetchTickets                                       [numTicketTypes]atomic.Int64
 	fetchComponent, fetchAuthorizer                    atomic.Int64
+	fetchSuite, fetchCorp, fetchProvider               atomic.Int64
 }
 
 // Token shape: "86_" followed by tokenRandLen base64url characters, like the
@@ -247,27 +261,37 @@ func (st *state) invalidate(a *appState) int {
 			r.die(now)
 		}
 	}
-	a.classic, a.stable = nil, nil
+	a.classic, a.stable, a.held = nil, nil, nil
 	clear(a.weCom)
 	return n
 }
 
 // appKinds are the kinds of app tokens (not users' OAuth tokens).
-var appKinds = []tokenKind{kindClassic, kindStable, kindWeCom, kindComponent, kindAuthorizer}
+var appKinds = []tokenKind{kindClassic, kindStable, kindWeCom, kindComponent, kindAuthorizer, kindSuite, kindCorp, kindProvider}
 
-// allApps returns every app: configured ones and components' merchants.
-func (st *state) allApps() map[string]*appState {
-	out := make(map[string]*appState, len(st.apps))
-	for id, a := range st.apps {
-		out[id] = a
+// allApps returns every app: configured ones, components' merchants and
+// the corps that installed suites. A corp that installed several suites
+// (or is also configured) appears once per suite.
+func (st *state) allApps() []*appState {
+	out := make([]*appState, 0, len(st.apps))
+	for _, a := range st.apps {
+		out = append(out, a)
 	}
 	for _, id := range st.components {
 		c := st.apps[id]
 		c.mu.Lock()
-		for mid, m := range c.plat.merchants {
-			out[mid] = m
+		for _, m := range c.plat.merchants {
+			out = append(out, m)
 		}
 		c.mu.Unlock()
+	}
+	for _, id := range st.suites {
+		su := st.apps[id]
+		su.mu.Lock()
+		for _, c := range su.suite.corps {
+			out = append(out, c)
+		}
+		su.mu.Unlock()
 	}
 	return out
 }
@@ -276,7 +300,8 @@ func (st *state) allApps() map[string]*appState {
 func (st *state) liveTokens() map[string][]string {
 	now := st.now().UnixNano()
 	out := make(map[string][]string)
-	for id, a := range st.allApps() {
+	for _, a := range st.allApps() {
+		id := a.cfg.id
 		a.mu.Lock()
 		for _, kind := range appKinds {
 			for _, r := range a.minted[kind] {

@@ -40,6 +40,9 @@ type TokenFetches struct {
 	WeCom        int64 `json:"wecom"`
 	Component    int64 `json:"component,omitempty"`  // api_component_token calls (components)
 	Authorizer   int64 `json:"authorizer,omitempty"` // api_authorizer_token and api_query_auth calls (merchants)
+	Suite        int64 `json:"suite,omitempty"`      // get_suite_token calls (suites)
+	Corp         int64 `json:"corp,omitempty"`       // get_corp_token and v1 get_permanent_code calls (corps that installed a suite, summed over suites)
+	Provider     int64 `json:"provider,omitempty"`   // get_provider_token calls (providers)
 }
 
 // idShards spreads request-id bookkeeping over independent locks.
@@ -138,24 +141,36 @@ func (st *state) snapshot() Stats {
 		APICalls:      st.stats.apiCalls.snapshot(),
 		Errcodes:      st.stats.errcodes.snapshot(),
 	}
-	for id, a := range st.allApps() {
-		out.TokenFetches[id] = TokenFetches{
-			Classic:      a.fetchClassic.Load(),
-			Stable:       a.fetchStable.Load(),
-			StableForced: a.fetchForced.Load(),
-			WeCom:        a.fetchWeCom.Load(),
-			Component:    a.fetchComponent.Load(),
-			Authorizer:   a.fetchAuthorizer.Load(),
-		}
+	for _, a := range st.allApps() {
+		// A corp that installed several suites (or is also configured)
+		// adds up over its appStates.
+		id := a.cfg.id
+		f := out.TokenFetches[id]
+		f.Classic += a.fetchClassic.Load()
+		f.Stable += a.fetchStable.Load()
+		f.StableForced += a.fetchForced.Load()
+		f.WeCom += a.fetchWeCom.Load()
+		f.Component += a.fetchComponent.Load()
+		f.Authorizer += a.fetchAuthorizer.Load()
+		f.Suite += a.fetchSuite.Load()
+		f.Corp += a.fetchCorp.Load()
+		f.Provider += a.fetchProvider.Load()
+		out.TokenFetches[id] = f
 		types := []int{ticketJSAPI, ticketWxCard}
-		if a.cfg.kind == KindWeCom {
+		switch a.cfg.kind {
+		case KindWeCom:
 			types = []int{ticketCorpJSAPI, ticketAgentConfig}
+		case KindSuite, KindProvider:
+			types = nil
 		}
-		tf := make(map[string]int64, len(types))
+		tf := out.TicketFetches[id]
+		if tf == nil && types != nil {
+			tf = make(map[string]int64, len(types))
+			out.TicketFetches[id] = tf
+		}
 		for _, typ := range types {
-			tf[ticketNames[typ]] = a.fetchTickets[typ].Load()
+			tf[ticketNames[typ]] += a.fetchTickets[typ].Load()
 		}
-		out.TicketFetches[id] = tf
 	}
 	st.stats.dupMu.Lock()
 	out.DuplicateRequestIDs = append([]string{}, st.stats.dups...)

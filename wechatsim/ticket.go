@@ -92,7 +92,7 @@ func (s *Server) ticket(st *state, w *call, r *http.Request) {
 	q := r.URL.Query()
 	now := st.now().UnixNano()
 	tok, code := st.lookup(q.Get("access_token"), now)
-	if code == 0 && tok.kind == kindUser {
+	if code == 0 && (tok.kind == kindUser || tok.kind == kindSuite || tok.kind == kindProvider) {
 		code = wechat.CodeInvalidCredential
 	}
 	var a *appState

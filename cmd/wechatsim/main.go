@@ -4,6 +4,7 @@
 //	wechatsim [-listen ADDR]... [-config FILE] [-app APPID:SECRET]... [-wecom CORPID:SECRET]...
 //	          [-latency D] [-token-ttl D] [-ticket-grace D] [-rid-records N]
 //	          [-component APPID:SECRET:TOKEN:AESKEY]... [-callback URL] [-ticket-every D]
+//	          [-suite SUITEID:SECRET:TOKEN:AESKEY]... [-provider CORPID:SECRET]...
 //
 // It prints "wechatsim listening on http://ADDR" for each listener, in the
 // order of the -listen flags, once it accepts connections, and stops
@@ -59,10 +60,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		apps       appFlag
 		corps      appFlag
 		comps      componentFlag
-		callback   = fs.String("callback", "", "`URL` the Open Platform pushes go to (e.g. http://127.0.0.1:8443/callback/acme)")
-		every      = fs.Duration("ticket-every", 0, "push a component_verify_ticket to -callback every `D` (0 = only on POST /sim/platforms/{appid}/push-ticket)")
+		suites     suiteFlag
+		providers  providerFlag
+		callback   = fs.String("callback", "", "`URL` the Open Platform and WeCom suite pushes go to (e.g. http://127.0.0.1:8443/callback/acme)")
+		every      = fs.Duration("ticket-every", 0, "push a component_verify_ticket or suite_ticket to -callback every `D` (0 = only on POST /sim/platforms/{appid}/push-ticket or /sim/suites/{id}/push-ticket)")
 	)
 	fs.Var(&comps, "component", "Open Platform component `APPID:SECRET:TOKEN:AESKEY` (repeatable)")
+	fs.Var(&suites, "suite", "WeCom third-party suite `SUITEID:SECRET:TOKEN:AESKEY` (repeatable)")
+	fs.Var(&providers, "provider", "WeCom service provider `CORPID:SECRET` (repeatable)")
 	apps.kind, corps.kind = wechatsim.KindOfficial, wechatsim.KindWeCom
 	fs.Var(&listens, "listen", "listen `address` (repeatable: listeners 0, 1, ... of one WeChat; default 127.0.0.1:8081)")
 	fs.Var(&apps, "app", "official account or mini program `APPID:SECRET` (repeatable)")
@@ -86,6 +91,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	opts.Apps = append(opts.Apps, apps.apps...)
 	opts.Apps = append(opts.Apps, corps.apps...)
 	opts.Components = append(opts.Components, comps.comps...)
+	opts.Suites = append(opts.Suites, suites.suites...)
+	opts.Providers = append(opts.Providers, providers.providers...)
 	if *callback != "" {
 		opts.Callback = *callback
 	}
@@ -101,8 +108,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			opts.RidRecords = *ridRecords
 		}
 	})
-	if len(opts.Apps) == 0 && len(opts.Components) == 0 {
-		return errors.New("no apps configured: pass -app APPID:SECRET, -wecom CORPID:SECRET, -component APPID:SECRET:TOKEN:AESKEY or -config FILE")
+	if len(opts.Apps) == 0 && len(opts.Components) == 0 && len(opts.Suites) == 0 && len(opts.Providers) == 0 {
+		return errors.New("no apps configured: pass -app APPID:SECRET, -wecom CORPID:SECRET, -component APPID:SECRET:TOKEN:AESKEY, -suite SUITEID:SECRET:TOKEN:AESKEY, -provider CORPID:SECRET or -config FILE")
 	}
 	sim, err := wechatsim.New(opts)
 	if err != nil {
@@ -141,10 +148,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	for _, c := range opts.Components {
-		fmt.Fprintf(stderr, "wechatsim: component %s (pushes to %s)\n", c.AppID, opts.Callback)
+		fmt.Fprintf(stderr, "wechatsim: component %s (pushes to %s)\n", c.AppID, orDefault(c.Callback, opts.Callback))
+	}
+	for _, su := range opts.Suites {
+		fmt.Fprintf(stderr, "wechatsim: suite %s (pushes to %s)\n", su.SuiteID, orDefault(su.Callback, opts.Callback))
+	}
+	for _, p := range opts.Providers {
+		fmt.Fprintf(stderr, "wechatsim: provider %s\n", p.CorpID)
 	}
 	if *every > 0 {
-		go pushTickets(ctx, sim, opts.Components, *every, stderr)
+		go pushTickets(ctx, sim, opts.Components, opts.Suites, *every, stderr)
 	}
 
 	select {
@@ -212,9 +225,45 @@ func (f *componentFlag) Set(v string) error {
 	return nil
 }
 
-// pushTickets pushes a ticket for every component every d, as WeChat does
-// every 10 minutes, until ctx ends.
-func pushTickets(ctx context.Context, sim *wechatsim.Server, comps []wechatsim.Component, d time.Duration, stderr io.Writer) {
+// orDefault returns v, or def when v is empty.
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// suiteFlag collects repeated SUITEID:SECRET:TOKEN:AESKEY flags.
+type suiteFlag struct{ suites []wechatsim.Suite }
+
+func (f *suiteFlag) String() string { return "" }
+
+func (f *suiteFlag) Set(v string) error {
+	parts := strings.Split(v, ":")
+	if len(parts) != 4 || slices.Contains(parts, "") {
+		return fmt.Errorf("suite: want SUITEID:SECRET:TOKEN:AESKEY")
+	}
+	f.suites = append(f.suites, wechatsim.Suite{SuiteID: parts[0], Secret: parts[1], Token: parts[2], AESKey: parts[3]})
+	return nil
+}
+
+// providerFlag collects repeated CORPID:SECRET flags.
+type providerFlag struct{ providers []wechatsim.Provider }
+
+func (f *providerFlag) String() string { return "" }
+
+func (f *providerFlag) Set(v string) error {
+	id, secret, ok := strings.Cut(v, ":")
+	if !ok || id == "" || secret == "" {
+		return fmt.Errorf("provider: want CORPID:SECRET")
+	}
+	f.providers = append(f.providers, wechatsim.Provider{CorpID: id, Secret: secret})
+	return nil
+}
+
+// pushTickets pushes a ticket for every component and suite every d, as
+// WeChat does every 10 minutes, until ctx ends.
+func pushTickets(ctx context.Context, sim *wechatsim.Server, comps []wechatsim.Component, suites []wechatsim.Suite, d time.Duration, stderr io.Writer) {
 	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
@@ -226,6 +275,11 @@ func pushTickets(ctx context.Context, sim *wechatsim.Server, comps []wechatsim.C
 		for _, c := range comps {
 			if res, err := sim.PushTicket(c.AppID); err != nil || res.Status != http.StatusOK {
 				fmt.Fprintf(stderr, "wechatsim: ticket push for %s: status %d: %v\n", c.AppID, res.Status, err)
+			}
+		}
+		for _, su := range suites {
+			if res, err := sim.PushSuiteTicket(su.SuiteID); err != nil || res.Status != http.StatusOK {
+				fmt.Fprintf(stderr, "wechatsim: suite ticket push for %s: status %d: %v\n", su.SuiteID, res.Status, err)
 			}
 		}
 	}

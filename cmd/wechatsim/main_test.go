@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wxproxy/wxproxy/wechat"
+	"github.com/wxproxy/wxproxy/wxcrypt"
 )
 
 func noEnv(string) string { return "" }
@@ -140,6 +143,9 @@ func TestRunErrors(t *testing.T) {
 		{"bad config", []string{"-config", badConfig}, "latencyy: unknown key"},
 		{"missing config", []string{"-config", filepath.Join(dir, "none.yaml")}, "none.yaml"},
 		{"bad listen", []string{"-app", "a:b", "-listen", "256.0.0.1:1"}, "256.0.0.1"},
+		{"suite with three parts", []string{"-suite", "ws:sec:tok"}, "suite: want SUITEID:SECRET:TOKEN:AESKEY"},
+		{"suite with a bad key", []string{"-suite", "ws:sec:tok:short"}, "suites[0]"},
+		{"provider without secret", []string{"-provider", "wwp"}, "provider: want CORPID:SECRET"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,5 +158,64 @@ func TestRunErrors(t *testing.T) {
 				t.Errorf("run(%q) printed %q on a failed start", tt.args, stdout.String())
 			}
 		})
+	}
+}
+
+func TestRunSuites(t *testing.T) {
+	const key = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
+	crypt, err := wxcrypt.New(wxcrypt.Options{Token: "tok", AESKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tickets := make(chan string, 16)
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		q := r.URL.Query()
+		msg, err := crypt.Open(q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce"), body, "wwsuite1")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var x struct{ InfoType, SuiteTicket string }
+		_ = xml.Unmarshal(msg, &x)
+		if x.InfoType == "suite_ticket" {
+			select {
+			case tickets <- x.SuiteTicket:
+			default:
+			}
+		}
+		io.WriteString(w, "success")
+	}))
+	defer cb.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base, done := startRun(t, ctx, "-suite", "wwsuite1:ssec:tok:"+key, "-provider", "wwprov1:psec",
+		"-callback", cb.URL+"/callback/suiteco", "-ticket-every", "10ms")
+
+	var ticket string
+	select {
+	case ticket = <-tickets:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no suite_ticket pushed by -ticket-every within 10 s")
+	}
+	post := func(path, body string) []byte {
+		t.Helper()
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return b
+	}
+	if b := post("/cgi-bin/service/get_suite_token", `{"suite_id":"wwsuite1","suite_secret":"ssec","suite_ticket":"`+ticket+`"}`); !bytes.Contains(b, []byte(`"suite_access_token":"86_`)) {
+		t.Errorf("suite token with the pushed ticket: %s", b)
+	}
+	if b := post("/cgi-bin/service/get_provider_token", `{"corpid":"wwprov1","provider_secret":"psec"}`); !bytes.Contains(b, []byte(`"provider_access_token":"86_`)) {
+		t.Errorf("provider token: %s", b)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run = %v", err)
 	}
 }
