@@ -91,6 +91,14 @@ func TestWeComSuite(t *testing.T) {
 	if e := decode(t, b); code != 200 || e.ErrCode != 0 || e.Echo.AppID != providerCorp {
 		t.Fatalf("provider API: %d %s", code, b)
 	}
+	// The simulator echoes provider_access_token and suite_access_token
+	// back (only access_token is left out): wxproxy must scrub them.
+	echoes := string(b)
+	code, _, b = get(t, w.url+"/suiteco/cgi-bin/service/get_admin_list?agentid=1")
+	if code != 200 || !strings.Contains(string(b), `"suite_access_token":["wxp.suiteco.`) || !strings.Contains(echoes, `"provider_access_token":["wxp.suiteco.`) {
+		t.Fatalf("echoed suite and provider tokens not replaced by placeholders:\n%s\n%s", echoes, b)
+	}
+	echoes += string(b)
 
 	// A corp installs the suite: create_auth is exchanged at once.
 	s.post(t, "/sim/suites/"+suiteID+"/install", `{"corpid":"`+corpA+`"}`)
@@ -108,6 +116,20 @@ func TestWeComSuite(t *testing.T) {
 	if code, hdr, _ := get(t, w.url+"/suiteco@wwnobody/cgi-bin/user/get"); code != 404 || hdr.Get("X-WXProxy-Error") != "unknown_app" {
 		t.Errorf("unknown corp: %d %s", code, hdr.Get("X-WXProxy-Error"))
 	}
+
+	// rid/get of a call as the corp shows its request_url with the token:
+	// a placeholder of the corp reaches the caller instead.
+	var rid struct {
+		Rid string `json:"rid"`
+	}
+	if json.Unmarshal(b, &rid); rid.Rid == "" {
+		t.Fatalf("no rid in the echo: %s", b)
+	}
+	code, _, b = do(t, http.MethodPost, w.url+"/suiteco@"+corpA+"/cgi-bin/openapi/rid/get", `{"rid":"`+rid.Rid+`"}`)
+	if code != 200 || !strings.Contains(string(b), "access_token=wxp.suiteco@"+corpA+".") {
+		t.Fatalf("rid/get as the corp: %d %s; want the corp token shown as a placeholder", code, b)
+	}
+	echoes += string(b)
 
 	// WeCom kills the corp's token: the call is refreshed and retried.
 	s.post(t, "/sim/apps/"+corpA+"/invalidate", "")
@@ -195,7 +217,7 @@ func TestWeComSuite(t *testing.T) {
 	var live map[string][]string
 	json.Unmarshal(tokens, &live)
 	_, _, status := get(t, w.admin+"/admin/status")
-	seen := permAnswer + string(list) + string(plats) + string(ib2) + string(status) + st.Token + ct.Token + pt.Token
+	seen := echoes + permAnswer + string(list) + string(plats) + string(ib2) + string(status) + st.Token + ct.Token + pt.Token
 	for id, ts := range live {
 		for _, tok := range ts {
 			if strings.Contains(seen, tok) {
