@@ -115,3 +115,34 @@ func TestRedisFleet(t *testing.T) {
 		t.Errorf("fleet fetches for one dead corp token = %d, want 1", got)
 	}
 }
+
+// TestProactiveRefresh: a corp called recently gets a new token when its
+// token runs out, from the scheduler and without a caller waiting; a corp
+// not called within CorpIdle is left alone until its next call.
+func TestProactiveRefresh(t *testing.T) {
+	e := newEnv(t)
+	s := e.suite(nil, nil, func(o *suite.Options) { o.Tick = 5 * time.Millisecond; o.CorpIdle = time.Hour })
+	_ = e.pushTicket(s, "ticket-1")
+	_ = e.createAuth(s, corpA)
+	_ = e.createAuth(s, "wwidlecorp")
+	run(t, s)
+	busy, _ := s.Corp(context.Background(), corpA)
+	idle, _ := s.Corp(context.Background(), "wwidlecorp")
+	old := busy.Current() // a call: busy was used now
+	idleOld := idle.Cache().Current()
+	e.fake.kill(corpA)
+	e.fake.kill("wwidlecorp")
+	e.advance(2*time.Hour + time.Second)
+	_ = e.pushTicket(s, "ticket-2") // WeCom pushes one every 10 minutes
+	busy.Current()                  // called again, within CorpIdle of the new time
+	eventually(t, "the busy corp's new token", func() bool {
+		t := busy.Cache().Current()
+		return t != nil && t.Value != old.Value && t.Valid(e.clock())
+	})
+	if cur := idle.Cache().Current(); cur.Value != idleOld.Value {
+		t.Error("an idle corp was refreshed proactively")
+	}
+	if got := e.fake.count("suite"); got < 2 {
+		t.Errorf("suite token fetches = %d: the expired suite token was not refreshed", got)
+	}
+}
