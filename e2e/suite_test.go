@@ -6,8 +6,11 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/wxproxy/wxproxy/internal/redistest"
 )
 
 const (
@@ -265,5 +268,57 @@ func TestWeComSuite(t *testing.T) {
 	code, _, _ = do(t, http.MethodPost, "http://"+cb+"/callback/suiteco?timestamp=1&nonce=1&msg_signature=00", "<xml><Encrypt>AAAA</Encrypt></xml>")
 	if code != 401 {
 		t.Errorf("bad signature: %d", code)
+	}
+}
+
+// TestWeComSuiteFleet: two replicas on Redis, pushes reaching one. The
+// suite and provider tokens are fetched once for the fleet, a corp
+// installed through one replica is served by the other with the same
+// token, and a corp token WeCom kills costs one fetch however many calls
+// on both replicas see it.
+func TestWeComSuiteFleet(t *testing.T) {
+	rs := redistest.Start(t)
+	cb0, cb1 := freeAddr(t), freeAddr(t)
+	s := startSim(t, "-suite", suiteID+":"+suiteSecret+":"+suiteToken+":"+suiteKey, "-provider", providerCorp+":"+providerSecret,
+		"-callback", "http://"+cb0+"/callback/suiteco")
+	cfg := func(cb string) string {
+		c := suiteConfig(s.url, cb, "unused")
+		return strings.Replace(c, "store: {kind: file, path: unused}", fmt.Sprintf("store:\n  kind: redis\n  redis: {url: %q, key_prefix: %q}", rs.URL, t.Name()+":"), 1)
+	}
+	w0 := startProxy(t, t.TempDir(), cfg(cb0))
+	w1 := startProxy(t, t.TempDir(), cfg(cb1))
+	s.post(t, "/sim/suites/"+suiteID+"/push-ticket", "")
+	for _, w := range []*wxp{w0, w1} {
+		waitFor(t, 15*time.Second, "replica ready", func() bool { c, _, _ := get(t, w.admin+"/readyz"); return c == 200 })
+	}
+	st := s.stats(t)
+	if got := st.TokenFetches[suiteID]["suite"]; got != 1 {
+		t.Errorf("suite token fetches = %d, want 1 for the fleet", got)
+	}
+	if got := st.TokenFetches[providerCorp]["provider"]; got != 1 {
+		t.Errorf("provider token fetches = %d, want 1 for the fleet", got)
+	}
+	s.post(t, "/sim/suites/"+suiteID+"/install", `{"corpid":"`+corpA+`"}`) // reaches w0 only
+	for _, w := range []*wxp{w1, w0} {
+		code, _, b := get(t, w.url+"/suiteco@"+corpA+"/cgi-bin/user/get?userid=u1")
+		if e := decode(t, b); code != 200 || e.Echo.AppID != corpA {
+			t.Fatalf("corp call: %d %s", code, b)
+		}
+	}
+	before := s.stats(t).TokenFetches[corpA]["corp"]
+	s.post(t, "/sim/apps/"+corpA+"/invalidate", "")
+	var wg sync.WaitGroup
+	for i := range 40 {
+		w := []*wxp{w0, w1}[i%2]
+		wg.Go(func() {
+			code, _, b := get(t, w.url+"/suiteco@"+corpA+"/cgi-bin/user/get?userid=u2")
+			if e := decode(t, b); code != 200 || e.ErrCode != 0 {
+				t.Errorf("after invalidation: %d %s", code, b)
+			}
+		})
+	}
+	wg.Wait()
+	if got := s.stats(t).TokenFetches[corpA]["corp"] - before; got != 1 {
+		t.Errorf("corp token fetches after one invalidation = %d, want 1 for the fleet", got)
 	}
 }
