@@ -464,11 +464,20 @@ func (s *Server) Unauthorize(component, merchant string) (PushResult, error) {
 // msg_signature in the query, plus signature and encrypt_type=aes from the
 // Open Platform (WeCom sends neither).
 func (s *Server) push(st *state, c *appState, msg string) (PushResult, error) {
+	return s.pushAs(st, c, "", msg)
+}
+
+// pushAs is push with the receive id receiveID (c's id when empty) for the
+// encryption and, from WeCom, the envelope's ToUserName.
+func (s *Server) pushAs(st *state, c *appState, receiveID, msg string) (PushResult, error) {
 	target := c.cfg.callback
 	if target == "" {
 		return PushResult{}, errors.New("wechatsim: no callback URL configured (-callback)")
 	}
-	enc, err := c.cfg.crypt.Encrypt([]byte(msg), c.cfg.id)
+	if receiveID == "" {
+		receiveID = c.cfg.id
+	}
+	enc, err := c.cfg.crypt.Encrypt([]byte(msg), receiveID)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -479,7 +488,7 @@ func (s *Server) push(st *state, c *appState, msg string) (PushResult, error) {
 	if c.cfg.kind == KindSuite {
 		// WeCom: only msg_signature, timestamp and nonce; the envelope names
 		// the suite as ToUserName.
-		body = "<xml><ToUserName><![CDATA[" + c.cfg.id + "]]></ToUserName><Encrypt><![CDATA[" + enc + "]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
+		body = "<xml><ToUserName><![CDATA[" + receiveID + "]]></ToUserName><Encrypt><![CDATA[" + enc + "]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
 	} else {
 		q.Set("signature", wxcrypt.Signature(c.cfg.msgToken, ts, nonce))
 		q.Set("encrypt_type", "aes")

@@ -11,14 +11,16 @@ import (
 // owned by its receiver.
 type Stats struct {
 	// TokenFetches counts every call to a token endpoint naming a known app,
-	// whatever its outcome, per appid (corpid for WeCom). Every configured app
-	// is present.
+	// whatever its outcome, per appid (corpid for WeCom, suite id for
+	// suites, corpid for providers and for corps that installed a suite).
+	// Every configured app is present.
 	TokenFetches map[string]TokenFetches `json:"token_fetches"`
 	// TicketFetches counts every call to a ticket endpoint whose token
 	// names a known app and whose type the app's kind has, whatever its
 	// outcome, per appid (corpid for WeCom) and type: jsapi and wx_card for
 	// WeChat apps, corp_jsapi (get_jsapi_ticket) and agent_config for WeCom.
-	// Every configured app is present with every type of its kind.
+	// Every configured app is present with every type of its kind (suites
+	// and providers hold no tickets and are absent).
 	TicketFetches map[string]map[string]int64 `json:"ticket_fetches"`
 	// APICalls counts every call to a WeChat endpoint, per path, including
 	// token endpoints, failed and faulted calls.

@@ -48,6 +48,8 @@ const (
 	PathPermanentCodeV2  = "/cgi-bin/service/v2/get_permanent_code"
 	PathCorpToken        = "/cgi-bin/service/get_corp_token"
 	PathProviderToken    = "/cgi-bin/service/get_provider_token"
+	PathAuthInfo         = "/cgi-bin/service/get_auth_info"
+	PathAuthInfoV2       = "/cgi-bin/service/v2/get_auth_info"
 	pathServicePrefix    = "/cgi-bin/service/"
 	suiteTicketTTL       = 30 * time.Minute
 	suiteAuthCodeTTL     = 10 * time.Minute
@@ -177,6 +179,8 @@ func (s *Server) serveService(st *state, w *call, r *http.Request) {
 		s.withSuiteToken(st, w, r, s.permanentCode)
 	case PathCorpToken:
 		s.withSuiteToken(st, w, r, s.corpToken)
+	case PathAuthInfo, PathAuthInfoV2:
+		s.withSuiteToken(st, w, r, s.authInfo)
 	default:
 		q := r.URL.Query()
 		switch {
@@ -383,16 +387,13 @@ func (s *Server) corpToken(st *state, w *call, _ *http.Request, _ url.Values, to
 	}
 	su := tok.app
 	su.mu.Lock()
-	c := su.suite.corps[req.AuthCorpID]
+	named := su.suite.corps[req.AuthCorpID]
 	su.mu.Unlock()
-	valid := false
-	if c != nil {
-		c.fetchCorp.Add(1)
-		c.mu.Lock()
-		valid = c.corp.permanent != "" && c.corp.permanent == req.PermanentCode
-		c.mu.Unlock()
+	if named != nil {
+		named.fetchCorp.Add(1)
 	}
-	if !valid {
+	c := su.installed(req.AuthCorpID, req.PermanentCode)
+	if c == nil {
 		st.fail(w, styleWeCom, codeInvalidPermanentCode)
 		return
 	}
@@ -400,10 +401,50 @@ func (s *Server) corpToken(st *state, w *call, _ *http.Request, _ url.Values, to
 	writeJSON(w, http.StatusOK, wechat.TokenResponse{Response: wechat.Response{ErrMsg: "ok"}, AccessToken: t, ExpiresIn: expiresIn})
 }
 
+// installed returns the corp corpid of suite su when permanent is its
+// current permanent code, or nil.
+func (su *appState) installed(corpid, permanent string) *appState {
+	su.mu.Lock()
+	c := su.suite.corps[corpid]
+	su.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corp.permanent == "" || c.corp.permanent != permanent {
+		return nil
+	}
+	return c
+}
+
+// authInfo answers get_auth_info and v2/get_auth_info {auth_corpid,
+// permanent_code}: the corp's authorization, or 40084.
+func (s *Server) authInfo(st *state, w *call, _ *http.Request, _ url.Values, tok *record, _ time.Time) {
+	req, ok := readService(st, w)
+	if !ok {
+		return
+	}
+	su := tok.app
+	c := su.installed(req.AuthCorpID, req.PermanentCode)
+	if c == nil {
+		st.fail(w, styleWeCom, codeInvalidPermanentCode)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok",
+		"auth_corp_info": map[string]any{"corpid": c.cfg.id, "corp_name": "corp " + c.cfg.id},
+		"auth_info":      map[string]any{"agent": []map[string]any{{"agentid": 1000001 + int(c.cfg.num%1000), "name": "suite " + su.cfg.id}}},
+	})
+}
+
 // PushSuiteTicket mints a new suite_ticket for the suite id and pushes it,
 // encrypted, to its callback URL; the ticket buys suite tokens for 30
 // minutes, even when the push failed.
-func (s *Server) PushSuiteTicket(id string) (PushResult, error) {
+func (s *Server) PushSuiteTicket(id string) (PushResult, error) { return s.pushSuiteTicket(id, "") }
+
+// pushSuiteTicket is PushSuiteTicket, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) pushSuiteTicket(id, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su := st.suite(id)
 	if su == nil {
@@ -423,7 +464,7 @@ func (s *Server) PushSuiteTicket(id string) (PushResult, error) {
 	}
 	su.suite.tickets = append(keep, t)
 	su.mu.Unlock()
-	res, err := s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[suite_ticket]]></InfoType><TimeStamp>%d</TimeStamp><SuiteTicket><![CDATA[%s]]></SuiteTicket></xml>",
+	res, err := s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[suite_ticket]]></InfoType><TimeStamp>%d</TimeStamp><SuiteTicket><![CDATA[%s]]></SuiteTicket></xml>",
 		id, now.Unix(), t.value))
 	res.Ticket = t.value
 	return res, err
@@ -456,7 +497,11 @@ func (s *Server) newAuthCode(su *appState, corpid string, now time.Time) (string
 // code (a new one if it had uninstalled before) and create_auth is pushed
 // with a fresh auth code. A corp that has the suite installed answers
 // ErrInstalled.
-func (s *Server) Install(id, corpid string) (PushResult, error) {
+func (s *Server) Install(id, corpid string) (PushResult, error) { return s.install(id, corpid, "") }
+
+// install is Install, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) install(id, corpid, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su := st.suite(id)
 	if su == nil {
@@ -496,7 +541,7 @@ func (s *Server) Install(id, corpid string) (PushResult, error) {
 	c.corp.authTime = now.Unix()
 	c.mu.Unlock()
 	su.mu.Unlock()
-	res, err := s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><AuthCode><![CDATA[%s]]></AuthCode><InfoType><![CDATA[create_auth]]></InfoType><TimeStamp>%d</TimeStamp><State><![CDATA[]]></State></xml>",
+	res, err := s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><AuthCode><![CDATA[%s]]></AuthCode><InfoType><![CDATA[create_auth]]></InfoType><TimeStamp>%d</TimeStamp><State><![CDATA[]]></State></xml>",
 		id, code, now.Unix()))
 	res.AuthCode = code
 	return res, err
@@ -526,7 +571,11 @@ func (st *state) installedCorp(id, corpid string) (*appState, *appState, error) 
 
 // Uninstall makes corpid remove the suite id: its permanent code and
 // tokens die (40084, 40001), and cancel_auth is pushed.
-func (s *Server) Uninstall(id, corpid string) (PushResult, error) {
+func (s *Server) Uninstall(id, corpid string) (PushResult, error) { return s.uninstall(id, corpid, "") }
+
+// uninstall is Uninstall, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) uninstall(id, corpid, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su, c, err := st.installedCorp(id, corpid)
 	if err != nil {
@@ -536,19 +585,25 @@ func (s *Server) Uninstall(id, corpid string) (PushResult, error) {
 	c.mu.Lock()
 	c.corp.permanent = ""
 	c.mu.Unlock()
-	return s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[cancel_auth]]></InfoType><TimeStamp>%d</TimeStamp><AuthCorpId><![CDATA[%s]]></AuthCorpId></xml>",
+	return s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[cancel_auth]]></InfoType><TimeStamp>%d</TimeStamp><AuthCorpId><![CDATA[%s]]></AuthCorpId></xml>",
 		id, st.now().Unix(), corpid))
 }
 
 // ChangeAuth pushes change_auth for the installed corp corpid of the suite
 // id (its administrator changed the authorized scope); nothing else changes.
 func (s *Server) ChangeAuth(id, corpid string) (PushResult, error) {
+	return s.changeAuth(id, corpid, "")
+}
+
+// changeAuth is ChangeAuth, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) changeAuth(id, corpid, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su, _, err := st.installedCorp(id, corpid)
 	if err != nil {
 		return PushResult{}, err
 	}
-	return s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[change_auth]]></InfoType><TimeStamp>%d</TimeStamp><AuthCorpId><![CDATA[%s]]></AuthCorpId><State><![CDATA[]]></State></xml>",
+	return s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><InfoType><![CDATA[change_auth]]></InfoType><TimeStamp>%d</TimeStamp><AuthCorpId><![CDATA[%s]]></AuthCorpId><State><![CDATA[]]></State></xml>",
 		id, st.now().Unix(), corpid))
 }
 
@@ -557,6 +612,12 @@ func (s *Server) ChangeAuth(id, corpid string) (PushResult, error) {
 // pushes reset_permanent_code with an auth code that get_permanent_code
 // exchanges for the new one.
 func (s *Server) ResetPermanentCode(id, corpid string) (PushResult, error) {
+	return s.resetPermanentCode(id, corpid, "")
+}
+
+// resetPermanentCode is ResetPermanentCode, encrypting for and addressing the push to receiveID (the
+// suite id when empty).
+func (s *Server) resetPermanentCode(id, corpid, receiveID string) (PushResult, error) {
 	st := s.st.Load()
 	su, c, err := st.installedCorp(id, corpid)
 	if err != nil {
@@ -572,7 +633,7 @@ func (s *Server) ResetPermanentCode(id, corpid string) (PushResult, error) {
 	c.mu.Lock()
 	c.corp.permanent = "permanentcode@@@" + randomString(32)
 	c.mu.Unlock()
-	res, err := s.push(st, su, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><AuthCode><![CDATA[%s]]></AuthCode><InfoType><![CDATA[reset_permanent_code]]></InfoType><TimeStamp>%d</TimeStamp></xml>",
+	res, err := s.pushAs(st, su, receiveID, fmt.Sprintf("<xml><SuiteId><![CDATA[%s]]></SuiteId><AuthCode><![CDATA[%s]]></AuthCode><InfoType><![CDATA[reset_permanent_code]]></InfoType><TimeStamp>%d</TimeStamp></xml>",
 		id, code, now.Unix()))
 	res.AuthCode = code
 	return res, err
@@ -613,7 +674,10 @@ func (s *Server) VerifyURL(id, receiveID string) (PushResult, error) {
 var suiteActions = []string{"push-ticket", "install", "uninstall", "change-auth", "reset-permanent-code", "verify-url"}
 
 // controlSuite answers POST /sim/suites/{id}/push-ticket, /install,
-// /uninstall, /change-auth and /reset-permanent-code.
+// /uninstall, /change-auth, /reset-permanent-code and /verify-url. The
+// body names the corp ({"corpid"}) and may name the receive id the push
+// is encrypted for and addressed to ("receive_id"; WeCom was seen sending
+// create_auth with the provider's corpid), the suite id by default.
 func (s *Server) controlSuite(w http.ResponseWriter, r *http.Request, rest string) {
 	id, action, ok := strings.Cut(rest, "/")
 	if !ok || id == "" || !slices.Contains(suiteActions, action) {
@@ -625,38 +689,29 @@ func (s *Server) controlSuite(w http.ResponseWriter, r *http.Request, rest strin
 	}
 	var res PushResult
 	var err error
-	switch action {
-	case "push-ticket":
-		res, err = s.PushSuiteTicket(id)
-	case "verify-url":
-		var req struct {
-			ReceiveID string `json:"receive_id"`
-		}
-		if r.ContentLength != 0 {
-			if err := readControl(r, &req); err != nil {
-				badRequest(w, err)
-				return
-			}
-		}
-		res, err = s.VerifyURL(id, req.ReceiveID)
-	default:
-		var req struct {
-			CorpID string `json:"corpid"`
-		}
+	var req struct {
+		CorpID    string `json:"corpid"`
+		ReceiveID string `json:"receive_id"`
+	}
+	if r.ContentLength != 0 || action != "push-ticket" && action != "verify-url" {
 		if err := readControl(r, &req); err != nil {
 			badRequest(w, err)
 			return
 		}
-		switch action {
-		case "install":
-			res, err = s.Install(id, req.CorpID)
-		case "uninstall":
-			res, err = s.Uninstall(id, req.CorpID)
-		case "change-auth":
-			res, err = s.ChangeAuth(id, req.CorpID)
-		default:
-			res, err = s.ResetPermanentCode(id, req.CorpID)
-		}
+	}
+	switch action {
+	case "push-ticket":
+		res, err = s.pushSuiteTicket(id, req.ReceiveID)
+	case "verify-url":
+		res, err = s.VerifyURL(id, req.ReceiveID)
+	case "install":
+		res, err = s.install(id, req.CorpID, req.ReceiveID)
+	case "uninstall":
+		res, err = s.uninstall(id, req.CorpID, req.ReceiveID)
+	case "change-auth":
+		res, err = s.changeAuth(id, req.CorpID, req.ReceiveID)
+	default:
+		res, err = s.resetPermanentCode(id, req.CorpID, req.ReceiveID)
 	}
 	switch {
 	case errors.Is(err, ErrUnknownApp):

@@ -242,6 +242,12 @@ func TestSuiteChain(t *testing.T) {
 	if _, _, c := s.corpTok(st.Token, installCorp2, pa.Permanent); c != 40084 {
 		t.Errorf("corp that never installed: errcode %d, want 40084", c)
 	}
+	info := s.do(http.MethodPost, wechatsim.PathAuthInfoV2+"?suite_access_token="+st.Token, `{"auth_corpid":"`+installCorp+`","permanent_code":"`+pa.Permanent+`"}`)
+	if info.errcode() != 0 || !strings.Contains(string(info.body), `"corpid":"`+installCorp+`"`) {
+		t.Errorf("v2/get_auth_info = %s", info.body)
+	}
+	wantCode(t, "get_auth_info with a wrong permanent code", s.do(http.MethodPost, wechatsim.PathAuthInfo+"?suite_access_token="+st.Token,
+		`{"auth_corpid":"`+installCorp+`","permanent_code":"x"}`).errcode(), 40084)
 	wantCode(t, "corp token as suite_access_token", s.get(wechatsim.PathPreAuthCode+"?suite_access_token="+ct).errcode(), 40082)
 
 	// Business APIs accept the corp token, as the corp of the suite.
@@ -565,5 +571,80 @@ func TestSuiteVerifyURL(t *testing.T) {
 	}
 	if a := s.do(http.MethodPost, "/sim/suites/"+suiteID+"/verify-url", `{"receiveid":"x"}`); a.status != http.StatusBadRequest {
 		t.Errorf("verify-url with an unknown field = %d, want 400", a.status)
+	}
+}
+
+// TestSuiteConcurrent runs suite, corp and control calls at once (for the
+// race detector): a corp's token stays the same and accepted while other
+// corps install and uninstall, tickets are pushed and stats are read.
+func TestSuiteConcurrent(t *testing.T) {
+	s, _ := newSuiteSim(t, 0)
+	st := s.suiteTok(suiteID, suiteSecret, s.pushTicket(suiteID))
+	var pa permanentAnswer
+	s.do(http.MethodPost, wechatsim.PathPermanentCodeV2+"?suite_access_token="+st.Token, `{"auth_code":"`+s.install(suiteID, installCorp)+`"}`).decode(t, &pa)
+	ct, _, code := s.corpTok(st.Token, installCorp, pa.Permanent)
+	wantCode(t, "corp token", code, 0)
+
+	const workers, rounds = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan string, workers*rounds*2+rounds)
+	for range workers {
+		wg.Go(func() {
+			for range rounds {
+				if got, _, c := s.corpTok(st.Token, installCorp, pa.Permanent); c != 0 || got != ct {
+					errs <- "get_corp_token changed or failed"
+				}
+				if c := s.api(ct); c != 0 {
+					errs <- "corp token refused"
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range rounds {
+			// No Fatal off the test goroutine: failures go to errs.
+			corp := "wwchurn" + string(rune('a'+i%26))
+			for _, c := range []struct{ path, body string }{
+				{"/sim/suites/" + suiteID + "/install", `{"corpid":"` + corp + `"}`},
+				{"/sim/suites/" + suiteID + "/push-ticket", ""},
+				{"/sim/suites/" + suiteID + "/uninstall", `{"corpid":"` + corp + `"}`},
+			} {
+				if a := s.do(http.MethodPost, c.path, c.body); a.status != 200 {
+					errs <- c.path + ": " + string(a.body)
+				}
+			}
+			s.get("/sim/stats")
+			s.get("/sim/tokens")
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if f := s.Stats().TokenFetches[installCorp]; f.Corp != 1+workers*rounds {
+		t.Errorf("corp fetches = %d, want %d", f.Corp, 1+workers*rounds)
+	}
+}
+
+// TestSuitePushReceiveID: a push may be encrypted for and addressed to
+// another receive id, as WeCom was seen sending create_auth with the
+// provider's corpid.
+func TestSuitePushReceiveID(t *testing.T) {
+	s, pushes := newSuiteSim(t, 0)
+	a := s.do(http.MethodPost, "/sim/suites/"+suiteID+"/install", `{"corpid":"`+installCorp+`","receive_id":"`+providerID+`"}`)
+	if a.status != 200 {
+		t.Fatalf("install = %d %s", a.status, a.body)
+	}
+	if p := pushes.last(t); p["to"] != providerID || p["info"] != "create_auth" {
+		t.Errorf("push = %v, want create_auth to %s (the log decrypts with ToUserName as the receive id)", p, providerID)
+	}
+	s.do(http.MethodPost, "/sim/suites/"+suiteID+"/push-ticket", `{"receive_id":"`+providerID+`"}`)
+	if p := pushes.last(t); p["to"] != providerID || p["info"] != "suite_ticket" {
+		t.Errorf("push = %v, want suite_ticket to %s", p, providerID)
+	}
+	s.do(http.MethodPost, "/sim/suites/"+suiteID+"/change-auth", `{"corpid":"`+installCorp+`"}`)
+	if p := pushes.last(t); p["to"] != suiteID {
+		t.Errorf("push = %v, want the suite id by default", p)
 	}
 }
