@@ -181,7 +181,16 @@ func TestWeComSuite(t *testing.T) {
 
 	// get_permanent_code with the code of a create_auth wxproxy already
 	// exchanged: the captured result, with placeholders.
-	_, _, ib := do(t, http.MethodPost, s.url+"/sim/suites/"+suiteID+"/install", `{"corpid":"`+corpB+`"}`)
+	// (This create_auth is addressed to the provider corpid, as WeCom was
+	// seen doing; one addressed to a stranger is refused.)
+	_, _, sb := do(t, http.MethodPost, s.url+"/sim/suites/"+suiteID+"/install", `{"corpid":"wwstranger0000001","receive_id":"wwstranger"}`)
+	if !strings.Contains(string(sb), `"status":400`) {
+		t.Errorf("a push addressed to a stranger: %s", sb)
+	}
+	if code, _, _ := get(t, w.url+"/suiteco@wwstranger0000001/cgi-bin/user/get"); code != 404 {
+		t.Errorf("a corp from a refused push: %d, want 404", code)
+	}
+	_, _, ib := do(t, http.MethodPost, s.url+"/sim/suites/"+suiteID+"/install", `{"corpid":"`+corpB+`","receive_id":"`+providerCorp+`"}`)
 	var inst struct {
 		AuthCode string `json:"auth_code"`
 	}
