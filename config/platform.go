@@ -119,7 +119,7 @@ func (d *decoder) callbacks(f *callbacksFile, c *Config) Callbacks {
 		d.errorf("callbacks.read_timeout", "must be > 0")
 	}
 	if len(c.Platforms) > 0 && cb.Listen == "" && !d.has("callbacks.listen") {
-		d.errorf("callbacks.listen", "required with platforms (WeChat pushes the component_verify_ticket there)")
+		d.errorf("callbacks.listen", "required with platforms (WeChat pushes the component_verify_ticket or suite_ticket there)")
 	}
 	return cb
 }
