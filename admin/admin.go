@@ -96,6 +96,7 @@ type QuotaSettings struct {
 type Options struct {
 	Apps      []App
 	Platforms []Platform // third-party platforms (SPEC §12)
+	Suites    []Suite    // WeCom suites (SPEC §13); listed with the platforms
 	Replica   string     // this process, on breaker entries
 	Fleet     Fleet      // nil: /admin/breakers shows this replica only
 	// Replicas lists the live replicas of the fleet; nil: /admin/replicas
@@ -214,6 +215,11 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	for _, p := range h.o.Platforms {
 		if err := p.Ready(); err != nil {
+			reasons = append(reasons, h.o.Scrub(err.Error()))
+		}
+	}
+	for _, s := range h.o.Suites {
+		if err := s.Ready(); err != nil {
 			reasons = append(reasons, h.o.Scrub(err.Error()))
 		}
 	}

@@ -78,7 +78,7 @@ func (h *handler) platforms(w http.ResponseWriter, _ *http.Request) {
 		Reason         string         `json:"reason,omitempty"`
 	}
 	now := h.o.Now()
-	out := make([]info, 0, len(h.o.Platforms))
+	out := make([]any, 0, len(h.o.Platforms)+len(h.o.Suites))
 	for _, p := range h.o.Platforms {
 		in := info{Name: p.Name(), Kind: "open_platform", ComponentAppID: p.ComponentAppID(),
 			Token: h.describe(p.Component().Status(), now), Ready: true}
@@ -93,12 +93,18 @@ func (h *handler) platforms(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, in)
 	}
+	for _, s := range h.o.Suites {
+		out = append(out, h.suiteInfo(s, now))
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 // authorizers lists merchants, paged (offset, limit ≤ 500), optionally of
 // one state; fingerprints and TTLs only.
 func (h *handler) authorizers(w http.ResponseWriter, r *http.Request) {
+	if h.suiteRoute(w, r, "list") {
+		return
+	}
 	p := h.platform(w, r)
 	if p == nil {
 		return
@@ -132,6 +138,9 @@ func intParam(s string, def int) (int, error) {
 // {"authorizer_appid","refresh_token"}. The refresh token is checked with
 // a fetch; the answer shows its fingerprint only.
 func (h *handler) importAuthorizer(w http.ResponseWriter, r *http.Request) {
+	if h.suiteRoute(w, r, "import") {
+		return
+	}
 	p := h.platform(w, r)
 	if p == nil {
 		return
@@ -161,6 +170,9 @@ func (h *handler) importAuthorizer(w http.ResponseWriter, r *http.Request) {
 // recoverAuthorizers reads every refresh token WeChat holds for the
 // platform (api_get_authorizer_list).
 func (h *handler) recoverAuthorizers(w http.ResponseWriter, r *http.Request) {
+	if h.suiteRoute(w, r, "recover") {
+		return
+	}
 	p := h.platform(w, r)
 	if p == nil {
 		return
@@ -175,6 +187,9 @@ func (h *handler) recoverAuthorizers(w http.ResponseWriter, r *http.Request) {
 
 // startPush asks WeChat to push a component_verify_ticket now.
 func (h *handler) startPush(w http.ResponseWriter, r *http.Request) {
+	if h.suiteRoute(w, r, "start-push") {
+		return
+	}
 	p := h.platform(w, r)
 	if p == nil {
 		return
@@ -188,6 +203,9 @@ func (h *handler) startPush(w http.ResponseWriter, r *http.Request) {
 
 // refreshComponent replaces the component token.
 func (h *handler) refreshComponent(w http.ResponseWriter, r *http.Request) {
+	if h.suiteRoute(w, r, "refresh") {
+		return
+	}
 	p := h.platform(w, r)
 	if p == nil {
 		return

@@ -170,6 +170,17 @@ func (h *handler) buildStatus(ctx context.Context) Status {
 		}
 		st.Platforms = append(st.Platforms, out)
 	}
+	for _, p := range h.o.Suites {
+		ti := h.describe(p.Component().Status(), now)
+		s := p.Stats()
+		out := PlatformStatus{Name: p.Name(), Kind: KindWeComSuite, AppID: p.SuiteID(), Token: ti,
+			Authorizers: map[string]int{platform.StateOK: s.OK, platform.StateRefreshing: s.Refreshing, platform.StateUnauthorized: s.Unauthorized},
+			Ready:       ti.Present}
+		if err := p.Ready(); err != nil {
+			out.Ready, out.Reasons = false, []string{h.o.Scrub(err.Error())}
+		}
+		st.Platforms = append(st.Platforms, out)
+	}
 
 	if h.o.Errors != nil {
 		st.Errors, st.ErrorsTotal = h.o.Errors.Recent()

@@ -251,6 +251,10 @@ func exampleEnv() map[string]string {
 		"ACME_COMPONENT_SECRET": "acme-component-secret-5d3c",
 		"ACME_MSG_TOKEN":        "acme-msg-token-71aa",
 		"ACME_AES_KEY":          "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+		"SUITE_SECRET":          "suite-secret-0123456789",
+		"SUITE_MSG_TOKEN":       "suitemsgtoken",
+		"SUITE_AES_KEY":         "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR",
+		"PROVIDER_SECRET":       "provider-secret-0123456789",
 	}
 }
 
@@ -277,8 +281,8 @@ func TestExampleConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load(%s):\n%v", file, err)
 			}
-			if len(c.Apps) == 0 {
-				t.Errorf("Load(%s): no apps", file)
+			if len(c.Apps) == 0 && len(c.Platforms) == 0 {
+				t.Errorf("Load(%s): no apps or platforms", file)
 			}
 			out := checkRedacted(t, c)
 			for _, v := range env {

@@ -39,7 +39,8 @@ type (
 	platformFile struct {
 		Name                       str         `yaml:"name"`
 		Kind                       str         `yaml:"kind"`
-		ComponentAppID             str         `yaml:"component_appid"`
+		ComponentAppID             str         `yaml:"component_appid,omitempty"`
+		SuiteID                    str         `yaml:"suite_id,omitempty"`
 		Secret                     str         `yaml:"secret"`
 		SecretFile                 str         `yaml:"secret_file,omitempty"`
 		Token                      str         `yaml:"token"`
@@ -48,6 +49,10 @@ type (
 		EncodingAESKeyFile         str         `yaml:"encoding_aes_key_file,omitempty"`
 		PreviousEncodingAESKey     str         `yaml:"previous_encoding_aes_key,omitempty"`
 		PreviousEncodingAESKeyFile str         `yaml:"previous_encoding_aes_key_file,omitempty"`
+		ProviderCorpID             str         `yaml:"provider_corpid,omitempty"`
+		ProviderSecret             str         `yaml:"provider_secret,omitempty"`
+		ProviderSecretFile         str         `yaml:"provider_secret_file,omitempty"`
+		PermanentCodeAPI           str         `yaml:"permanent_code_api,omitempty"`
 		Upstream                   str         `yaml:"upstream"`
 		RefreshBefore              duration    `yaml:"refresh_before"`
 		AuthorizerIdle             duration    `yaml:"authorizer_idle"`

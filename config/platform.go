@@ -14,6 +14,15 @@ const (
 	// KindOpenPlatform is a WeChat Open Platform third-party platform
 	// (第三方平台): one component app acting for many merchants.
 	KindOpenPlatform = "open_platform"
+	// KindWeComSuite is a WeCom service provider's suite (服务商第三方应用,
+	// SPEC §13): one suite installed by many corps.
+	KindWeComSuite = "wecom_suite"
+)
+
+// The get_permanent_code APIs a suite may use.
+const (
+	PermanentCodeV1 = "v1" // /cgi-bin/service/get_permanent_code: also returns the corp's first token
+	PermanentCodeV2 = "v2" // /cgi-bin/service/v2/get_permanent_code: WeCom's recommended, faster one
 )
 
 // Defaults of the platform keys.
@@ -25,13 +34,28 @@ const (
 // Platform is one third-party platform (SPEC §12). Its name shares the
 // namespace of app names: /{name}/... calls its component APIs and
 // /{name}@{authorizer_appid}/... calls APIs on behalf of a merchant.
+//
+// A WeCom suite (Kind KindWeComSuite) uses SuiteID instead of
+// ComponentAppID: /{name}/... calls suite and provider APIs and
+// /{name}@{corpid}/... calls APIs as an installing corp.
 type Platform struct {
 	Name string
-	Kind string // KindOpenPlatform
+	Kind string // KindOpenPlatform or KindWeComSuite
 	// ComponentAppID is the component app's appid; it is also the receive
-	// id of its encrypted pushes.
+	// id of its encrypted pushes. Open Platform only.
 	ComponentAppID string
-	Secret         string // component_appsecret
+	// SuiteID is the suite's id (WeCom suites only); the receive id of
+	// its pushes.
+	SuiteID string
+	// ProviderCorpID is the service provider's corpid (WeCom suites,
+	// optional): the receive id of URL checks, and with ProviderSecret it
+	// buys the provider token.
+	ProviderCorpID string
+	ProviderSecret string
+	// PermanentCodeAPI is the get_permanent_code API a suite uses:
+	// PermanentCodeV1 (default) or PermanentCodeV2.
+	PermanentCodeAPI string
+	Secret           string // component_appsecret, or the suite_secret
 	// Token is the message verification token of the push URL.
 	Token string
 	// EncodingAESKey (43 characters) decrypts pushes; PreviousEncodingAESKey,
@@ -66,6 +90,12 @@ func (c *Config) Platform(name string) (*Platform, bool) {
 	return nil, false
 }
 
+// idOK reports whether id is usable as an appid, suite id or corpid: not
+// empty, no whitespace, no @ or / (they would break routing).
+func idOK(id string) bool {
+	return id != "" && !strings.ContainsFunc(id, unicode.IsSpace) && !strings.ContainsAny(id, "@/")
+}
+
 func (d *decoder) callbacks(f *callbacksFile, c *Config) Callbacks {
 	cb := Callbacks{
 		Listen:            f.Listen.v,
@@ -90,7 +120,7 @@ func (d *decoder) callbacks(f *callbacksFile, c *Config) Callbacks {
 		d.errorf("callbacks.read_timeout", "must be > 0")
 	}
 	if len(c.Platforms) > 0 && cb.Listen == "" && !d.has("callbacks.listen") {
-		d.errorf("callbacks.listen", "required with platforms (WeChat pushes the component_verify_ticket there)")
+		d.errorf("callbacks.listen", "required with platforms (WeChat pushes the component_verify_ticket or suite_ticket there)")
 	}
 	return cb
 }
@@ -100,14 +130,19 @@ func (d *decoder) callbacks(f *callbacksFile, c *Config) Callbacks {
 func (d *decoder) platform(p string, f *platformFile, apps []App, prev []Platform) Platform {
 	pl := Platform{
 		Name:           f.Name.v,
-		Kind:           d.enum(p+".kind", f.Kind, KindOpenPlatform, KindOpenPlatform),
+		Kind:           d.enum(p+".kind", f.Kind, KindOpenPlatform, KindOpenPlatform, KindWeComSuite),
 		ComponentAppID: f.ComponentAppID.v,
+		SuiteID:        f.SuiteID.v,
+		ProviderCorpID: f.ProviderCorpID.v,
 		Upstream:       defaultUpstream,
 		RefreshBefore:  f.RefreshBefore.or(10 * time.Minute),
 		AuthorizerIdle: f.AuthorizerIdle.or(defaultAuthorizerIdle),
 	}
 	if !d.has(p + ".kind") {
-		d.errorf(p+".kind", "required (open_platform)")
+		d.errorf(p+".kind", "required (open_platform or wecom_suite)")
+	}
+	if pl.Kind == KindWeComSuite {
+		pl.Upstream = defaultWeComUpstream
 	}
 	switch {
 	case !d.has(p + ".name"):
@@ -129,19 +164,10 @@ func (d *decoder) platform(p string, f *platformFile, apps []App, prev []Platfor
 			}
 		}
 	}
-	switch {
-	case !d.has(p + ".component_appid"):
-		d.errorf(p+".component_appid", "required")
-	case pl.ComponentAppID == "":
-		d.errorf(p+".component_appid", "must not be empty%s", d.hint(p+".component_appid"))
-	case strings.ContainsFunc(pl.ComponentAppID, unicode.IsSpace) || strings.ContainsAny(pl.ComponentAppID, "@/"):
-		d.errorf(p+".component_appid", "must not contain whitespace, @ or /")
-	default:
-		for i, q := range prev {
-			if q.ComponentAppID == pl.ComponentAppID {
-				d.errorf(p+".component_appid", "already used by platforms[%d]; two platforms with one component would fight over its token", i)
-			}
-		}
+	if pl.Kind == KindWeComSuite {
+		d.suite(p, f, &pl, prev)
+	} else {
+		d.component(p, f, &pl, prev)
 	}
 	pl.Secret = d.secret(p, "secret", f.Secret, f.SecretFile, true)
 	pl.Token = d.secret(p, "token", f.Token, f.TokenFile, true)

@@ -58,8 +58,8 @@ func TestPlatformErrors(t *testing.T) {
 	tests := []struct {
 		name, src, want string
 	}{
-		{"kind missing", strings.Replace(onePlatform, "    kind: open_platform\n", "", 1), `platforms[0].kind: required (open_platform)`},
-		{"kind unknown", strings.Replace(onePlatform, "kind: open_platform", "kind: wecom_suit", 1), `platforms[0].kind: must be one of open_platform (got "wecom_suit")`},
+		{"kind missing", strings.Replace(onePlatform, "    kind: open_platform\n", "", 1), `platforms[0].kind: required (open_platform or wecom_suite)`},
+		{"kind unknown", strings.Replace(onePlatform, "kind: open_platform", "kind: wecom_suit", 1), `platforms[0].kind: must be one of open_platform, wecom_suite (got "wecom_suit")`},
 		{"name of an app", strings.Replace(onePlatform, "name: acme", "name: main", 1), `platforms[0].name: already the name of apps[0]; apps and platforms share one namespace`},
 		{"name reserved", strings.Replace(onePlatform, "name: acme", "name: callback", 1), `platforms[0].name: "callback" is reserved`},
 		{"name with @", strings.Replace(onePlatform, "name: acme", "name: a@b", 1), `platforms[0].name: must match`},

@@ -86,7 +86,11 @@ func (c *Config) redacted() *file {
 		f.Platforms = append(f.Platforms, platformFile{
 			Name:                   some(p.Name),
 			Kind:                   some(p.Kind),
-			ComponentAppID:         some(p.ComponentAppID),
+			ComponentAppID:         nonZero(p.ComponentAppID),
+			SuiteID:                nonZero(p.SuiteID),
+			ProviderCorpID:         nonZero(p.ProviderCorpID),
+			ProviderSecret:         nonZero(redactNonEmpty(p.ProviderSecret)),
+			PermanentCodeAPI:       nonZero(p.PermanentCodeAPI),
 			Secret:                 redact(p.Secret),
 			Token:                  redact(p.Token),
 			EncodingAESKey:         redact(p.EncodingAESKey),

@@ -30,6 +30,7 @@ func secretsInOutputOrder(c *Config) (secrets []string, urlPassword string) {
 		add(p.Token)
 		add(p.EncodingAESKey)
 		add(p.PreviousEncodingAESKey)
+		add(p.ProviderSecret)
 	}
 	if u, err := url.Parse(c.Store.Redis.URL); err == nil {
 		urlPassword, _ = u.User.Password()

@@ -144,16 +144,29 @@ func injectToken(rawQuery, token string) string {
 	return b.String()
 }
 
-// injectTokenAs is injectToken for a platform's component: the token goes
-// under param, and every access_token and component_access_token the
-// caller sent is removed.
+// injectTokenAs is injectToken for a platform's component, suite or
+// provider: the token goes under param, and every token parameter the
+// caller sent (access_token, component_access_token, suite_access_token,
+// provider_access_token) is removed.
 func injectTokenAs(rawQuery, param, token string) string {
 	var b strings.Builder
 	b.Grow(len(rawQuery) + len(token) + len(param) + 2)
 	b.WriteString(param)
 	b.WriteByte('=')
 	b.WriteString(url.QueryEscape(token))
-	writeWithout(&b, rawQuery, "access_token", "component_access_token")
+	for rawQuery != "" {
+		var part string
+		part, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if part == "" {
+			continue
+		}
+		switch paramName(part) {
+		case "access_token", "component_access_token", "suite_access_token", "provider_access_token":
+			continue
+		}
+		b.WriteByte('&')
+		b.WriteString(part)
+	}
 	return b.String()
 }
 

@@ -14,8 +14,14 @@ import (
 
 // Platform is a third-party platform behind the proxy (SPEC §12): its
 // component app on /{Name}/... and its merchants on /{Name}@{appid}/...
+//
+// A WeCom suite (Kind PlatformWeComSuite, SPEC §13) has the same shape:
+// ComponentAppID is its suite id, Component its suite_access_token,
+// Merchants its corps (/{Name}@{corpid}/...), and Provider, if set, the
+// provider token for provider APIs.
 type Platform struct {
 	Name           string
+	Kind           string // PlatformOpen ("") or PlatformWeComSuite
 	ComponentAppID string
 	Secret         string // keys the placeholders; never sent upstream by the proxy
 	Upstream       *url.URL
@@ -25,6 +31,13 @@ type Platform struct {
 	// merchant); it is asked once per merchant.
 	Quotas  func(appid string) Quotas
 	Breaker *Breaker // nil = none; shared by the component and its merchants
+
+	// WeCom suites only.
+	Provider       TokenSource // the provider token; nil = none configured
+	ProviderCorpID string
+	// PermanentCode exchanges an auth code (get_permanent_code), keeps
+	// the corp's credentials and returns what may be shown of them.
+	PermanentCode func(ctx context.Context, code string) (SuiteInstallation, error)
 }
 
 // Merchants is what the proxy needs of a platform's merchants.
@@ -55,6 +68,7 @@ type Authorization struct {
 type platform struct {
 	cfg       Platform
 	component *App
+	provider  *App   // WeCom suites with a provider token; else nil
 	phKey     []byte // merchants' placeholder keys derive from it
 
 	mu        sync.RWMutex
@@ -66,6 +80,7 @@ type platform struct {
 func (p *Proxy) initPlatforms(ps []Platform) error {
 	p.platforms = make(map[string]*platform, len(ps))
 	p.byComponent = make(map[string]*platform, len(ps))
+	p.byProvider = make(map[string]*platform)
 	for _, cfg := range ps {
 		if cfg.Name == "" || cfg.Component == nil || cfg.Merchants == nil || cfg.Upstream == nil || strings.Contains(cfg.Name, "@") {
 			return errors.New("proxy: a platform needs a name (without @), a component token, merchants and an upstream")
@@ -73,7 +88,15 @@ func (p *Proxy) initPlatforms(ps []Platform) error {
 		if p.apps[cfg.Name] != nil || p.platforms[cfg.Name] != nil {
 			return errors.New("proxy: platform " + cfg.Name + " has the name of an app or another platform")
 		}
-		comp := &App{Name: cfg.Name, Kind: KindComponent, AppID: cfg.ComponentAppID, Upstream: cfg.Upstream,
+		suite := cfg.Kind == PlatformWeComSuite
+		if suite && cfg.PermanentCode == nil {
+			return errors.New("proxy: suite " + cfg.Name + " needs PermanentCode")
+		}
+		kind := KindComponent
+		if suite {
+			kind = KindSuite
+		}
+		comp := &App{Name: cfg.Name, Kind: kind, AppID: cfg.ComponentAppID, Upstream: cfg.Upstream,
 			Tokens: cfg.Component, Breaker: cfg.Breaker}
 		comp.phKey = placeholderKey(cfg.Name, cfg.ComponentAppID, cfg.Secret)
 		up, err := p.client.upstream(cfg.Upstream)
@@ -83,6 +106,11 @@ func (p *Proxy) initPlatforms(ps []Platform) error {
 		comp.up = up
 		pl := &platform{cfg: cfg, component: comp, phKey: comp.phKey, merchants: map[string]*App{}}
 		comp.plat = pl
+		if suite && cfg.Provider != nil {
+			pl.provider = &App{Name: cfg.Name, Kind: KindProvider, AppID: cfg.ProviderCorpID, Upstream: cfg.Upstream,
+				Tokens: cfg.Provider, Breaker: cfg.Breaker, plat: pl, up: up, phKey: comp.phKey}
+			p.byProvider[cfg.ProviderCorpID] = pl
+		}
 		p.platforms[cfg.Name] = pl
 		p.byComponent[cfg.ComponentAppID] = pl
 	}
@@ -112,7 +140,11 @@ func (p *Proxy) platformApp(ctx context.Context, name string) (app *App, ok bool
 		pl.mu.Lock()
 		delete(pl.merchants, appid) // dropped (unauthorized push): forget its app too
 		pl.mu.Unlock()
-		return nil, true, &Error{Kind: KindUnknownApp, Msg: "platform " + pname + " holds no authorization of this merchant (it must authorize the platform, or be imported on the admin API)"}
+		msg := "platform " + pname + " holds no authorization of this merchant (it must authorize the platform, or be imported on the admin API)"
+		if pl.cfg.Kind == PlatformWeComSuite {
+			msg = "suite " + pname + " holds no permanent code of this corp (it must install the suite, or be imported on the admin API)"
+		}
+		return nil, true, &Error{Kind: KindUnknownApp, Msg: msg}
 	}
 	pl.mu.RLock()
 	a := pl.merchants[appid]
@@ -120,7 +152,11 @@ func (p *Proxy) platformApp(ctx context.Context, name string) (app *App, ok bool
 	if a != nil && a.Tokens == ts {
 		return a, true, nil
 	}
-	a = &App{Name: pname + "@" + appid, Kind: KindAuthorizer, AppID: appid, Upstream: pl.cfg.Upstream,
+	kind := KindAuthorizer
+	if pl.cfg.Kind == PlatformWeComSuite {
+		kind = KindCorp
+	}
+	a = &App{Name: pname + "@" + appid, Kind: kind, AppID: appid, Upstream: pl.cfg.Upstream,
 		Tokens: ts, Breaker: pl.cfg.Breaker, plat: pl, up: pl.component.up}
 	if th, ok := ts.(MerchantTickets); ok {
 		a.Tickets = th.Tickets()
@@ -177,6 +213,9 @@ const (
 // answered. app is the component app or nil (then found by the
 // component_appid of the body, for api_component_token).
 func (p *Proxy) servePlatformLocal(r *request, app *App, key *CallerKey) (bool, error) {
+	if app != nil && app.Kind == KindSuite || app == nil && isSuiteTokenAPI(r.api) {
+		return p.serveSuiteLocal(r, app, key)
+	}
 	switch r.api {
 	case apiComponentToken, apiAuthorizerToken, apiQueryAuth:
 	default:
@@ -268,9 +307,16 @@ func (p *Proxy) platformError(app *App, err error) error {
 	if errors.As(err, &api) {
 		switch api.Code {
 		case wechat.CodeRefreshTokenInvalid:
+			if app.Kind == KindCorp {
+				return &Error{Kind: KindAuthorizerUnauthorized, Msg: "corp " + app.AppID + " must install the suite again (its permanent code is no longer valid)", Err: err}
+			}
 			return &Error{Kind: KindAuthorizerUnauthorized, Msg: "merchant " + app.AppID + " must authorize the platform again", Err: err}
 		case wechat.CodeComponentTicketInvalid, wechat.CodeComponentTicketExpired:
-			return &Error{Kind: KindTicketMissing, Msg: "the platform has no valid component_verify_ticket yet; check its callback URL or POST /admin/platforms/{p}/start-push", Err: err}
+			msg := "the platform has no valid component_verify_ticket yet; check its callback URL or POST /admin/platforms/{p}/start-push"
+			if app.plat != nil && app.plat.cfg.Kind == PlatformWeComSuite {
+				msg = "the suite has no valid suite_ticket yet; check its callback URL in the WeCom provider console (a ticket can be pushed by hand there)"
+			}
+			return &Error{Kind: KindTicketMissing, Msg: msg, Err: err}
 		}
 	}
 	var pe *Error

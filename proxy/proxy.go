@@ -201,7 +201,8 @@ type Proxy struct {
 	held        *held
 
 	platforms   map[string]*platform // by name
-	byComponent map[string]*platform // by component appid
+	byComponent map[string]*platform // by component appid (a suite: by suite id)
+	byProvider  map[string]*platform // WeCom suites by provider corpid
 }
 
 // New returns a Proxy for opts.Apps.
@@ -476,7 +477,7 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 	if !key.mayCall(r.api) {
 		return false, &Error{Kind: KindForbidden, Msg: "your caller key may not call this API (see callers.keys[].apis)"}
 	}
-	if app != nil && app.Kind == KindComponent || app == nil && len(p.platforms) > 0 && r.api == apiComponentToken {
+	if app != nil && (app.Kind == KindComponent || app.Kind == KindSuite) || app == nil && len(p.platforms) > 0 && (r.api == apiComponentToken || isSuiteTokenAPI(r.api)) {
 		if done, err := p.servePlatformLocal(r, app, key); done {
 			return false, err
 		}
@@ -498,7 +499,7 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		r.mode = modePassthrough
 	}
 	if app != nil && app.plat != nil {
-		if err := platformMode(r, app); err != nil {
+		if app, err = platformMode(r, app); err != nil {
 			return false, err
 		}
 	}
@@ -591,12 +592,20 @@ var _ io.Closer = (*answerStream)(nil)
 // component API gets the component token under the parameter its path
 // uses, and none for api_start_push_ticket; a merchant has no secret, so
 // the appid+secret endpoints are refused (use /{p}/sns/component/...).
-func platformMode(r *request, app *App) error {
-	if app.Kind == KindAuthorizer {
+func platformMode(r *request, app *App) (*App, error) {
+	switch app.Kind {
+	case KindAuthorizer:
 		if r.mode == modeCredentials {
-			return &Error{Kind: KindBlockedPath, Msg: "a merchant has no AppSecret here: use the component endpoints (/{platform}/sns/component/jscode2session, /{platform}/sns/oauth2/component/access_token)"}
+			return nil, &Error{Kind: KindBlockedPath, Msg: "a merchant has no AppSecret here: use the component endpoints (/{platform}/sns/component/jscode2session, /{platform}/sns/oauth2/component/access_token)"}
 		}
-		return nil
+		return app, nil
+	case KindCorp:
+		if r.mode == modeCredentials {
+			return nil, &Error{Kind: KindBlockedPath, Msg: "a corp of a suite has no secret here: its token is injected as access_token"}
+		}
+		return app, nil
+	case KindSuite, KindProvider:
+		return suiteMode(r, app.plat)
 	}
 	switch {
 	case r.api == apiStartPush:
@@ -606,7 +615,7 @@ func platformMode(r *request, app *App) error {
 	case r.mode == modeInject:
 		r.param = componentParam(r.api)
 	case r.mode == modeCredentials:
-		return &Error{Kind: KindBlockedPath, Msg: "the component has no AppSecret here: use /{platform}/sns/component/... with the component token"}
+		return nil, &Error{Kind: KindBlockedPath, Msg: "the component has no AppSecret here: use /{platform}/sns/component/... with the component token"}
 	}
-	return nil
+	return app, nil
 }

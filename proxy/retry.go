@@ -18,7 +18,7 @@ func (p *Proxy) roundTrip(r *request) (*answer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.mode != modeInject || !r.hasCode || !wechat.IsTokenError(r.errcode) {
+	if r.mode != modeInject || !r.hasCode || !isTokenError(r.app, r.errcode) {
 		return ans, nil
 	}
 	ctx := context.Background()
@@ -41,3 +41,20 @@ func (p *Proxy) roundTrip(r *request) (*answer, error) {
 	r.token, r.retried, r.hasCode = fresh.Value, true, false
 	return p.attempt(r)
 }
+
+// isTokenError reports whether code says the token injected for app is
+// no good: 40001, 40014, 42001 for every app; for a WeCom suite's own
+// APIs also 42009 (suite_access_token expired) and 40082 (invalid suite
+// or provider token).
+func isTokenError(app *App, code int) bool {
+	if wechat.IsTokenError(code) {
+		return true
+	}
+	return (app.Kind == KindSuite || app.Kind == KindProvider) && (code == codeSuiteTokenExpired || code == codeSuiteTokenInvalid)
+}
+
+// WeCom's errcodes of suite tokens.
+const (
+	codeSuiteTokenExpired = 42009
+	codeSuiteTokenInvalid = 40082
+)

@@ -34,7 +34,7 @@ func (p *Proxy) route(ctx *fasthttp.RequestCtx, r *request) (*App, error) {
 		}
 		return app, nil
 	}
-	for _, param := range [...]string{"access_token", "component_access_token"} {
+	for _, param := range [...]string{"access_token", "component_access_token", "suite_access_token", "provider_access_token"} {
 		if param != "access_token" && len(p.platforms) == 0 {
 			break
 		}

@@ -63,6 +63,14 @@ func (s *Server) newPlatforms(cfg *config.Config, tokens token.Store, quotaStore
 	s.closePlatforms = closeStore
 	var out []proxy.Platform
 	for _, pc := range cfg.Platforms {
+		if pc.Kind == config.KindWeComSuite {
+			pp, err := s.newSuite(cfg, pc, store, ptokens, watch, quotaStore, client, log)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, pp)
+			continue
+		}
 		up, err := url.Parse(pc.Upstream)
 		if err != nil {
 			return nil, fmt.Errorf("platforms.%s.upstream: %w", pc.Name, err)
@@ -127,6 +135,7 @@ func (s *Server) holdPlatformSecrets() {
 			s.proxy.HoldSecret(v)
 		}
 	}
+	s.holdSuiteSecrets()
 }
 
 // merchants adapts a Platform to the proxy's view of its merchants.
@@ -156,16 +165,22 @@ func (s *Server) runPlatforms(ctx context.Context, wg *sync.WaitGroup) {
 	for _, ps := range s.platforms {
 		wg.Go(func() { ps.p.Run(ctx) })
 	}
+	for _, ss := range s.suites {
+		wg.Go(func() { ss.s.Run(ctx) })
+	}
 }
 
 // callbackServer is the push listener of the platforms; nil without one.
 func (s *Server) callbackServer(cfg *config.Config) *http.Server {
-	if cfg.Callbacks.Listen == "" || len(s.platforms) == 0 {
+	if cfg.Callbacks.Listen == "" || len(s.platforms)+len(s.suites) == 0 {
 		return nil
 	}
-	rcv := make(map[string]callback.Receiver, len(s.platforms))
+	rcv := make(map[string]callback.Receiver, len(s.platforms)+len(s.suites))
 	for _, ps := range s.platforms {
 		rcv[ps.cfg.Name] = ps.p
+	}
+	for _, ss := range s.suites {
+		rcv[ss.cfg.Name] = ss.s
 	}
 	pushes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxproxy_callback_pushes_total",
 		Help: "Pushes received on the callback listener, by platform and result."}, []string{"platform", "result"})
@@ -177,10 +192,14 @@ func (s *Server) callbackServer(cfg *config.Config) *http.Server {
 	}).HTTPServer()
 }
 
-func (s *Server) platformList() []*platform.Platform {
-	out := make([]*platform.Platform, 0, len(s.platforms))
+// platformList is every platform and suite, for wxproxy_authorizers.
+func (s *Server) platformList() []platform.Counted {
+	out := make([]platform.Counted, 0, len(s.platforms)+len(s.suites))
 	for _, ps := range s.platforms {
 		out = append(out, ps.p)
+	}
+	for _, ss := range s.suites {
+		out = append(out, ss.s)
 	}
 	return out
 }

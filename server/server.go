@@ -52,6 +52,7 @@ type Server struct {
 	certs          *certs       // caller-port TLS; nil = plain HTTP
 	fetch          *http.Client // token fetches and quota syncs (upstream_proxy, no redirects)
 	platforms      []*platformState
+	suites         []*suiteState
 	closePlatforms func() error // writes the platforms' file store; nil without platforms
 	callbacks      *http.Server // the push listener; nil without platforms
 
@@ -264,7 +265,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		adminPlatforms = append(adminPlatforms, ps.p)
 	}
 	adminHandler := admin.New(admin.Options{
-		Apps: s.adminApps, Platforms: adminPlatforms, Replica: s.replica, Fleet: breakers, Replicas: replicas, Self: self,
+		Apps: s.adminApps, Platforms: adminPlatforms, Suites: s.adminSuites(), Replica: s.replica, Fleet: breakers, Replicas: replicas, Self: self,
 		PProf: cfg.Admin.PProf, Gatherer: s.reg,
 		Token:  func() string { return s.config().Admin.Token },
 		Quota:  s.quotaSettings,
@@ -590,7 +591,7 @@ func (s *Server) Run(ctx context.Context, ready func(caller, admin net.Addr)) er
 	attrs := []any{"listen", ls.caller.Addr().String(), "admin", ls.admin.Addr().String(), "tls", s.certs != nil, "apps", len(s.apps), "replica", s.replica}
 	if ls.callback != nil {
 		go func() { errc <- serveHTTP(s.callbacks, ls.callback) }()
-		attrs = append(attrs, "callbacks", ls.callback.Addr().String(), "platforms", len(s.platforms))
+		attrs = append(attrs, "callbacks", ls.callback.Addr().String(), "platforms", len(s.platforms)+len(s.suites))
 	}
 	s.log.Info("wxproxy listening", attrs...)
 	if ready != nil {
