@@ -94,7 +94,7 @@ func TestPlatformMode(t *testing.T) {
 		{merchant, "/sns/jscode2session", modeCredentials, 0, "", true},
 	} {
 		r := &request{api: tc.api, mode: tc.in}
-		err := platformMode(r, tc.app)
+		_, err := platformMode(r, tc.app)
 		if (err != nil) != tc.wantErr {
 			t.Errorf("%s %s: err %v, want error %v", tc.app.Name, tc.api, err, tc.wantErr)
 			continue
