@@ -538,6 +538,11 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		return false, err
 	}
 	// scrub, and send
+	if app.Kind == KindComponent {
+		if err := p.maskComponentAnswer(r, ans); err != nil {
+			return false, err
+		}
+	}
 	return p.sendAnswer(r, ans)
 }
 

@@ -1,0 +1,155 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxproxy/wxproxy/proxy"
+	"github.com/wxproxy/wxproxy/token"
+)
+
+// Attacks on the third-party platform surfaces of the caller port (SPEC
+// §12): a fake WeChat that answers what the test wants, a component and
+// merchants with fixed tokens, and a caller that tries to get a credential
+// out or reach what it should not.
+
+const (
+	atkComponentToken = "COMPONENT-TOKEN-0123456789abcdefghij"
+	atkMerchantToken  = "MERCHANT-TOKEN-A-0123456789abcdefghij"
+	atkMerchantAppID  = "wxmerchant0000000a"
+	atkComponentAppID = "wxc0ffee0000000001"
+	// A refresh token WeChat knows and wxproxy does not hold (a merchant
+	// authorized while wxproxy was down, or before it was deployed).
+	atkUnheldRefresh = "refreshtoken@@@UNHELD-0123456789abcdefghijklmnop"
+)
+
+// fixedTokens is a TokenSource with one token that never changes.
+type fixedTokens struct{ t *token.Token }
+
+func newFixed(v string) fixedTokens {
+	return fixedTokens{&token.Token{Value: v, ObtainedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}}
+}
+func (f fixedTokens) Current() *token.Token                     { return f.t }
+func (f fixedTokens) Get(context.Context) (*token.Token, error) { return f.t, nil }
+func (f fixedTokens) Invalidate(context.Context, string) (*token.Token, error) {
+	return f.t, nil
+}
+
+// fakeMerchants holds one merchant.
+type fakeMerchants struct{ m proxy.TokenSource }
+
+func (f fakeMerchants) Merchant(_ context.Context, appid string) (proxy.TokenSource, error) {
+	if appid == atkMerchantAppID {
+		return f.m, nil
+	}
+	return nil, errors.New("unknown merchant")
+}
+func (f fakeMerchants) QueryAuth(context.Context, string) (proxy.Authorization, error) {
+	return proxy.Authorization{}, errors.New("no")
+}
+
+// platformEnv is a proxy with platform "acme" in front of a fake WeChat.
+type platformEnv struct {
+	url string
+
+	mu      sync.Mutex
+	seen    []*http.Request // what reached WeChat
+	answers map[string]string
+}
+
+func newPlatformEnv(tb testing.TB) *platformEnv {
+	tb.Helper()
+	e := &platformEnv{answers: map[string]string{}}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		e.seen = append(e.seen, r)
+		ans, ok := e.answers[r.URL.Path]
+		e.mu.Unlock()
+		if !ok {
+			ans = `{"errcode":0,"errmsg":"ok"}`
+		}
+		w.Header().Set("Content-Type", "application/json; encoding=utf-8")
+		_, _ = io.WriteString(w, ans)
+	}))
+	tb.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	p, err := proxy.New(proxy.Options{
+		Logger: slog.New(slog.DiscardHandler),
+		Platforms: []proxy.Platform{{
+			Name: "acme", ComponentAppID: atkComponentAppID, Secret: "component-secret-0123456789abcdef", Upstream: u,
+			Component: newFixed(atkComponentToken), Merchants: fakeMerchants{newFixed(atkMerchantToken)},
+		}},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.HoldPlatformToken("acme", "", atkComponentToken)
+	p.HoldPlatformToken("acme", atkMerchantAppID, atkMerchantToken)
+	e.url = serve(tb, p)
+	return e
+}
+
+func (e *platformEnv) answer(path, body string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.answers[path] = body
+}
+
+func (e *platformEnv) post(tb testing.TB, path, body string) (int, http.Header, string) {
+	tb.Helper()
+	resp, err := http.Post(e.url+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// WeChat's authorization-management APIs answer every merchant's refresh
+// token. wxproxy only scrubs the credentials it holds, so a refresh token
+// it does not hold (a merchant authorized while it was down, or before it
+// was deployed — exactly the migration case of POST .../recover) went to
+// any caller of /{p}/cgi-bin/component/api_get_authorizer_list, and with
+// it the power to mint that merchant's tokens outside wxproxy. rid/get
+// echoes such an answer again, JSON-escaped inside response_body.
+func TestAttackComponentAnswersHideUnheldRefreshTokens(t *testing.T) {
+	e := newPlatformEnv(t)
+	e.answer("/cgi-bin/component/api_get_authorizer_list",
+		`{"total_count":1,"list":[{"authorizer_appid":"wxm","refresh_token":"`+atkUnheldRefresh+`","auth_time":1}]}`)
+	e.answer("/cgi-bin/component/api_get_authorizer_info",
+		`{"authorizer_info":{"nick_name":"m"},"authorization_info":{"authorizer_appid":"wxm","authorizer_refresh_token" : "`+atkUnheldRefresh+`"}}`)
+	e.answer("/cgi-bin/openapi/rid/get",
+		`{"errcode":0,"errmsg":"ok","request":{"request_url":"component_access_token=`+atkComponentToken+`","request_body":"{\"component_appid\":\"x\"}",`+
+			`"response_body":"{\"list\":[{\"authorizer_appid\":\"wxm\",\"refresh_token\":\"`+atkUnheldRefresh+`\"}]}"}}`)
+	// A long list streams past the errcode peek.
+	long := `{"total_count":500,"list":[` + strings.Repeat(`{"authorizer_appid":"wxmerchant000000x","refresh_token":"`+atkUnheldRefresh+`","auth_time":1},`, 499) +
+		`{"authorizer_appid":"wxmerchant000000y","refresh_token":"` + atkUnheldRefresh + `","auth_time":1}]}`
+	e.answer("/wxa/long_list", long)
+	for _, path := range []string{
+		"/acme/cgi-bin/component/api_get_authorizer_list",
+		"/acme/cgi-bin/component/api_get_authorizer_info",
+		"/acme/cgi-bin/openapi/rid/get",
+		"/acme/wxa/long_list",
+	} {
+		code, _, body := e.post(t, path, `{"component_appid":"`+atkComponentAppID+`"}`)
+		if code != 200 {
+			t.Errorf("%s: HTTP %d %s", path, code, body)
+		}
+		if strings.Contains(body, "UNHELD") || strings.Contains(body, atkComponentToken) {
+			t.Errorf("%s: a refresh token or the component token reached the caller: %.300s", path, body)
+		}
+		if !strings.Contains(body, "refresh_token") {
+			t.Errorf("%s: the answer lost its shape: %.300s", path, body)
+		}
+	}
+}
