@@ -103,6 +103,8 @@ func (s *Server) count(platform, result string) {
 // ServeHTTP serves POST and GET /callback/{platform}; anything else is 404.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	// The URL check echoes text no signature covers: never as markup.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	name, ok := strings.CutPrefix(r.URL.Path, "/callback/")
 	rcv := s.opts.Receivers[name]
 	if !ok || rcv == nil || r.URL.RawPath != "" && r.URL.RawPath != r.URL.Path {
@@ -110,7 +112,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.HandleTimeout)
+	// A push is applied to its end even if the sender goes away (an
+	// authorization code is single-use), but never longer than
+	// HandleTimeout: WithoutCancel drops the deadline too, so it is set
+	// after.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.HandleTimeout)
 	defer cancel()
 	switch r.Method {
 	case http.MethodGet:
@@ -134,7 +140,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
-		if err := rcv.HandlePush(context.WithoutCancel(ctx), q, body); err != nil {
+		if err := rcv.HandlePush(ctx, q, body); err != nil {
 			s.fail(w, name, err)
 			return
 		}
