@@ -153,3 +153,29 @@ func TestAttackComponentAnswersHideUnheldRefreshTokens(t *testing.T) {
 		}
 	}
 }
+
+// api_component_token and api_start_push_ticket take the component secret
+// in their body and no token (SPEC §12, WECHAT.md): wxproxy injects no
+// token into them on any route. On a merchant's route the merchant's token
+// went to them, where WeChat keeps it with the call's rid.
+func TestAttackNoTokenIntoSecretTakingComponentAPIs(t *testing.T) {
+	e := newPlatformEnv(t)
+	for _, path := range []string{
+		"/acme@" + atkMerchantAppID + "/cgi-bin/component/api_component_token",
+		"/acme@" + atkMerchantAppID + "/cgi-bin/component/api_start_push_ticket",
+		"/acme/cgi-bin/component/api_start_push_ticket",
+		"/acme@" + atkMerchantAppID + "/cgi-bin/component/API_START_PUSH_TICKET/",
+	} {
+		e.mu.Lock()
+		e.seen = nil
+		e.mu.Unlock()
+		e.post(t, path+"?access_token=caller&component_access_token=caller2", `{"component_appid":"`+atkComponentAppID+`"}`)
+		e.mu.Lock()
+		for _, r := range e.seen {
+			if q := r.URL.RawQuery; strings.Contains(q, atkMerchantToken) || strings.Contains(q, atkComponentToken) {
+				t.Errorf("%s: WeChat got a token: %s", path, q)
+			}
+		}
+		e.mu.Unlock()
+	}
+}

@@ -494,7 +494,7 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		return false, &Error{Kind: KindBlockedPath, Msg: "quota-clearing calls are refused; use the admin API"}
 	case pathCredentials:
 		r.mode = modeCredentials
-	case pathSNS:
+	case pathSNS, pathNoToken:
 		r.mode = modePassthrough
 	}
 	if app != nil && app.plat != nil {
