@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -57,7 +58,22 @@ type Options struct {
 type Server struct {
 	opts Options
 	log  *slog.Logger
+
+	// Refused pushes are logged at most once a minute per platform and
+	// reason: sending them costs strangers nothing.
+	refusedMu sync.Mutex
+	refused   map[string]*refusals // bounded: receivers × 2 reasons
 }
+
+// refusals is the log state of one platform and reason.
+type refusals struct {
+	logged     time.Time // last line written
+	suppressed int       // refused since, not logged
+}
+
+// refusedLogEvery is how often refused pushes of one platform and reason
+// are logged.
+const refusedLogEvery = time.Minute
 
 // New returns a Server for opts.
 func New(opts Options) *Server {
@@ -77,7 +93,7 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log}
+	return &Server{opts: opts, log: log, refused: map[string]*refusals{}}
 }
 
 // HTTPServer returns an http.Server for the listener: strict header and
@@ -157,15 +173,39 @@ func (s *Server) fail(w http.ResponseWriter, name string, err error) {
 	switch {
 	case errors.Is(err, ErrSignature):
 		s.count(name, "bad_signature")
-		s.log.Warn("push refused: bad signature", "platform", name)
+		if n, ok := s.logRefused(name, "bad_signature"); ok {
+			s.log.Warn("push refused: bad signature", "platform", name, "refused_since_last_line", n)
+		}
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 	case errors.Is(err, ErrBadPush):
 		s.count(name, "bad_request")
-		s.log.Warn("push refused: malformed", "platform", name, "err", err)
+		if n, ok := s.logRefused(name, "bad_request"); ok {
+			s.log.Warn("push refused: malformed", "platform", name, "err", err, "refused_since_last_line", n)
+		}
 		http.Error(w, "bad request", http.StatusBadRequest)
 	default:
 		s.count(name, "error")
 		s.log.Error("push failed; WeChat will push again", "platform", name, "err", err)
 		http.Error(w, "try again", http.StatusServiceUnavailable)
 	}
+}
+
+// logRefused reports whether a refused push of the platform name for
+// reason may be logged now, and how many were refused since the last line
+// (this one included).
+func (s *Server) logRefused(name, reason string) (int, bool) {
+	s.refusedMu.Lock()
+	defer s.refusedMu.Unlock()
+	r := s.refused[name+"\x00"+reason]
+	if r == nil {
+		r = &refusals{}
+		s.refused[name+"\x00"+reason] = r // name is a configured platform's
+	}
+	r.suppressed++
+	if now := time.Now(); r.logged.IsZero() || now.Sub(r.logged) >= refusedLogEvery {
+		n := r.suppressed
+		r.logged, r.suppressed = now, 0
+		return n, true
+	}
+	return 0, false
 }

@@ -2,10 +2,12 @@ package callback_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,4 +76,64 @@ func TestAttackEchoIsNeverMarkup(t *testing.T) {
 	if ct, nosniff := resp.Header.Get("Content-Type"), resp.Header.Get("X-Content-Type-Options"); !strings.HasPrefix(ct, "text/plain") || nosniff != "nosniff" {
 		t.Errorf("echo answered as %q, X-Content-Type-Options %q; want text/plain and nosniff", ct, nosniff)
 	}
+}
+
+// The listener faces the internet: refused pushes cost anyone nothing to
+// send, so they must not cost a log line each (a disk or log pipeline
+// flooded by strangers). They are all counted; the log gets a line now
+// and then with how many were refused.
+func TestAttackRefusedPushesDoNotFloodTheLog(t *testing.T) {
+	var logs syncBuf
+	var counted atomic.Int32
+	rcv := fake{
+		push: func(q url.Values, _ []byte) error {
+			if q.Get("case") == "bad" {
+				return callback.ErrBadPush
+			}
+			return callback.ErrSignature
+		},
+		verify: func(url.Values) ([]byte, error) { return nil, callback.ErrSignature },
+	}
+	srv := httptest.NewServer(callback.New(callback.Options{Receivers: map[string]callback.Receiver{"acme": rcv},
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), OnPush: func(string, string) { counted.Add(1) }}))
+	defer srv.Close()
+	const n = 200
+	for i := range n {
+		u := srv.URL + "/callback/acme"
+		if i%2 == 0 {
+			u += "?case=bad"
+		}
+		resp, err := http.Post(u, "text/xml", strings.NewReader("<xml/>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp, err = http.Get(srv.URL + "/callback/acme?echostr=x"); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if lines := strings.Count(logs.String(), "\n"); lines > 6 {
+		t.Errorf("%d refused requests wrote %d log lines; want a few", 2*n, lines)
+	}
+	if counted.Load() != 2*n {
+		t.Errorf("counted %d refused requests, want %d", counted.Load(), 2*n)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
