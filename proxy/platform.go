@@ -214,6 +214,11 @@ func (p *Proxy) servePlatformLocal(r *request, app *App, key *CallerKey) (bool, 
 		if body.Code == "" || len(body.Code) > 1024 {
 			return true, &Error{Kind: KindBadRequest, Msg: "api_query_auth needs authorization_code"}
 		}
+		// Answered here, but each call is an exchange with WeChat: the
+		// caller's limit applies as to a forwarded call.
+		if err := p.checkLimits(ctx, r, key); err != nil {
+			return true, err
+		}
 		auth, err := pl.cfg.Merchants.QueryAuth(ctx, body.Code)
 		var api *wechat.APIError
 		if errors.As(err, &api) && api.Code != wechat.CodeRefreshTokenInvalid && api.Code != wechat.CodeComponentTicketInvalid && api.Code != wechat.CodeComponentTicketExpired {

@@ -10,10 +10,12 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/wxproxy/wxproxy/proxy"
+	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
 )
 
@@ -44,8 +46,12 @@ func (f fixedTokens) Invalidate(context.Context, string) (*token.Token, error) {
 	return f.t, nil
 }
 
-// fakeMerchants holds one merchant.
-type fakeMerchants struct{ m proxy.TokenSource }
+// fakeMerchants holds one merchant; exchanges counts the authorization
+// codes it was asked to exchange with WeChat (nil = not counted).
+type fakeMerchants struct {
+	m         proxy.TokenSource
+	exchanges *atomic.Int32
+}
 
 func (f fakeMerchants) Merchant(_ context.Context, appid string) (proxy.TokenSource, error) {
 	if appid == atkMerchantAppID {
@@ -54,6 +60,9 @@ func (f fakeMerchants) Merchant(_ context.Context, appid string) (proxy.TokenSou
 	return nil, errors.New("unknown merchant")
 }
 func (f fakeMerchants) QueryAuth(context.Context, string) (proxy.Authorization, error) {
+	if f.exchanges != nil {
+		f.exchanges.Add(1)
+	}
 	return proxy.Authorization{}, errors.New("no")
 }
 
@@ -64,11 +73,17 @@ type platformEnv struct {
 	mu      sync.Mutex
 	seen    []*http.Request // what reached WeChat
 	answers map[string]string
+
+	exchanges atomic.Int32 // api_query_auth exchanges asked of the platform
 }
 
-func newPlatformEnv(tb testing.TB) *platformEnv {
+func newPlatformEnv(tb testing.TB, access ...proxy.Access) *platformEnv {
 	tb.Helper()
 	e := &platformEnv{answers: map[string]string{}}
+	var acc proxy.Access
+	if len(access) > 0 {
+		acc = access[0]
+	}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.mu.Lock()
 		e.seen = append(e.seen, r)
@@ -84,9 +99,10 @@ func newPlatformEnv(tb testing.TB) *platformEnv {
 	u, _ := url.Parse(up.URL)
 	p, err := proxy.New(proxy.Options{
 		Logger: slog.New(slog.DiscardHandler),
+		Access: acc,
 		Platforms: []proxy.Platform{{
 			Name: "acme", ComponentAppID: atkComponentAppID, Secret: "component-secret-0123456789abcdef", Upstream: u,
-			Component: newFixed(atkComponentToken), Merchants: fakeMerchants{newFixed(atkMerchantToken)},
+			Component: newFixed(atkComponentToken), Merchants: fakeMerchants{newFixed(atkMerchantToken), &e.exchanges},
 		}},
 	})
 	if err != nil {
@@ -177,5 +193,32 @@ func TestAttackNoTokenIntoSecretTakingComponentAPIs(t *testing.T) {
 			}
 		}
 		e.mu.Unlock()
+	}
+}
+
+// api_query_auth is answered by wxproxy, but each call exchanges a code
+// with WeChat (quota'd per component). A caller key's per-minute limit
+// applies to it like to any forwarded call: before, local answers skipped
+// every limit, so a caller held to 1 a minute could spend the component's
+// api_query_auth quota for everyone.
+func TestAttackQueryAuthHonoursCallerLimit(t *testing.T) {
+	lim := ratelimit.New(ratelimit.Settings{Default: ratelimit.Limit{PerMinute: 1, Burst: 1}}, ratelimit.Options{Name: "caller:slow"})
+	e := newPlatformEnv(t, proxy.Access{Keys: []proxy.CallerKey{{Name: "slow", Key: "slow-key-0123456789", Limiter: lim}}})
+	var limited int
+	for i := range 5 {
+		req, _ := http.NewRequest(http.MethodPost, e.url+"/acme/cgi-bin/component/api_query_auth",
+			strings.NewReader(`{"component_appid":"`+atkComponentAppID+`","authorization_code":"code`+string(rune('a'+i))+`"}`))
+		req.Header.Set("X-WXProxy-Key", "slow-key-0123456789")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if n := e.exchanges.Load(); n > 1 || limited != 4 {
+		t.Errorf("5 api_query_auth calls at 1/minute: %d exchanges with WeChat, %d limited; want 1 and 4", n, limited)
 	}
 }
