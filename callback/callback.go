@@ -15,10 +15,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,7 +49,11 @@ type Options struct {
 	ReadHeaderTimeout time.Duration       // default 5 s
 	ReadTimeout       time.Duration       // the whole request; default 10 s
 	HandleTimeout     time.Duration       // applying one push; default 10 s (WeChat waits 5 s and pushes again)
-	Logger            *slog.Logger
+	// MaxConns bounds the connections held at once (HTTPServer closes
+	// the ones over it as they arrive); default 1024. WeChat pushes a few
+	// a minute per platform.
+	MaxConns int
+	Logger   *slog.Logger
 	// OnPush, if set, counts every push by platform and result
 	// ("ok", "bad_signature", "bad_request", "error", "too_large").
 	OnPush func(platform, result string)
@@ -89,6 +95,9 @@ func New(opts Options) *Server {
 	if opts.HandleTimeout <= 0 {
 		opts.HandleTimeout = 10 * time.Second
 	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 1024
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -97,9 +106,22 @@ func New(opts Options) *Server {
 }
 
 // HTTPServer returns an http.Server for the listener: strict header and
-// read timeouts, small headers, short keep-alives.
+// read timeouts, small headers, short keep-alives, and at most
+// Options.MaxConns connections at once (one over it is closed as it
+// arrives).
 func (s *Server) HTTPServer() *http.Server {
+	var conns atomic.Int64
 	return &http.Server{
+		ConnState: func(c net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				if conns.Add(1) > int64(s.opts.MaxConns) {
+					_ = c.Close()
+				}
+			case http.StateClosed, http.StateHijacked:
+				conns.Add(-1)
+			}
+		},
 		Handler:           s,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		ReadTimeout:       s.opts.ReadTimeout,

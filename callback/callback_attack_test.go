@@ -3,6 +3,7 @@ package callback_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -136,4 +137,48 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Strangers can open connections to the internet-facing listener and send
+// nothing; each costs a goroutine and buffers until the header timeout.
+// The listener holds at most MaxConns at once and closes the rest at
+// once, so its memory is bounded whatever the internet does.
+func TestAttackConnectionsAreBounded(t *testing.T) {
+	rcv := fake{push: func(url.Values, []byte) error { return nil }, verify: func(url.Values) ([]byte, error) { return nil, callback.ErrSignature }}
+	s := callback.New(callback.Options{Receivers: map[string]callback.Receiver{"acme": rcv}, MaxConns: 8})
+	srv := httptest.NewUnstartedServer(s)
+	srv.Config = s.HTTPServer()
+	srv.Start()
+	defer srv.Close()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 24 {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	var open atomic.Int32
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(time.Second) // well within ReadHeaderTimeout
+	for _, c := range conns {
+		_ = c.SetReadDeadline(deadline)
+		wg.Go(func() {
+			var b [1]byte
+			if _, err := c.Read(b[:]); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					open.Add(1) // still held by the server
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := open.Load(); n > 8 || n == 0 {
+		t.Errorf("%d idle connections held open; want at most MaxConns (8), and some", n)
+	}
 }
