@@ -13,6 +13,7 @@ import (
 
 	"github.com/wxproxy/wxproxy/callback"
 	"github.com/wxproxy/wxproxy/token"
+	"github.com/wxproxy/wxproxy/wechat"
 	"github.com/wxproxy/wxproxy/wxcrypt"
 )
 
@@ -172,9 +173,19 @@ func (p *Platform) onUnauthorized(ctx context.Context, m push) error {
 
 // usedCode is an authorization code exchanged recently and what it gave.
 type usedCode struct {
-	code string
-	auth Authorization
-	done chan struct{} // closed when the exchange ended; auth is then set (AppID "" = failed)
+	code    string
+	auth    Authorization
+	refused error         // WeChat's final refusal of the code (see codeRefused), else nil
+	done    chan struct{} // closed when the exchange ended; auth and refused are then set (AppID "" = failed)
+}
+
+// codeRefused reports whether err is WeChat's final refusal of an
+// authorization code (61009 invalid or used, 61010 expired): asking again
+// cannot succeed, so it is remembered like a success and a replayed push
+// costs no second exchange.
+func codeRefused(err error) bool {
+	var api *wechat.APIError
+	return errors.As(err, &api) && (api.Code == 61009 || api.Code == 61010)
 }
 
 // ExchangeCode exchanges an authorization code once, whoever asks first:
@@ -198,6 +209,9 @@ func (p *Platform) exchange(ctx context.Context, code string, createTime int64) 
 			if u.auth.AppID != "" {
 				return u.auth, nil
 			}
+			if u.refused != nil {
+				return Authorization{}, u.refused
+			}
 			return p.exchange(ctx, code, createTime) // the first exchange failed: try again
 		}
 	}
@@ -208,11 +222,14 @@ func (p *Platform) exchange(ctx context.Context, code string, createTime int64) 
 	p.codeMu.Unlock()
 	auth, err := p.QueryAuth(ctx, code, createTime)
 	p.codeMu.Lock()
-	if err != nil {
+	switch {
+	case codeRefused(err):
+		u.refused = err // read by waiters only after done is closed
+	case err != nil:
 		if i := slices.Index(p.codes, u); i >= 0 {
 			p.codes = slices.Delete(p.codes, i, i+1)
 		}
-	} else {
+	default:
 		u.auth = auth // read by waiters only after done is closed
 	}
 	p.codeMu.Unlock()
