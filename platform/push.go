@@ -296,8 +296,8 @@ func (p *Platform) QueryAuth(ctx context.Context, code string, createTime int64)
 // and checks it by fetching the merchant's token. The record is kept even
 // when the check fails for another reason than 61023 (WeChat may be down).
 func (p *Platform) Import(ctx context.Context, appid, refreshToken string) (AuthorizerInfo, error) {
-	if appid == "" || len(appid) > 64 || refreshToken == "" || len(refreshToken) > 512 {
-		return AuthorizerInfo{}, errors.New("authorizer_appid (at most 64 bytes) and refresh_token (at most 512) are required")
+	if !validAppID(appid) || refreshToken == "" || len(refreshToken) > 512 {
+		return AuthorizerInfo{}, errors.New("authorizer_appid (at most 64 letters, digits, _ or -) and refresh_token (at most 512 bytes) are required")
 	}
 	p.onSecret(refreshToken)
 	r := Record{AppID: appid, RefreshToken: refreshToken, State: StateOK, UpdatedAt: p.now(), AuthorizedAt: p.now().Unix()}
@@ -311,6 +311,22 @@ func (p *Platform) Import(ctx context.Context, appid, refreshToken string) (Auth
 	m.touch()
 	_, err := m.cache.Refresh(ctx)
 	return m.info(p.now()), err
+}
+
+// validAppID reports whether s can be an appid: 1 to 64 ASCII letters,
+// digits, "_" or "-". It becomes a route segment, a store key and a log
+// field, so nothing else is taken from an operator's import.
+func validAppID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Recover reads every merchant's refresh token from WeChat
