@@ -222,3 +222,24 @@ func TestAttackQueryAuthHonoursCallerLimit(t *testing.T) {
 		t.Errorf("5 api_query_auth calls at 1/minute: %d exchanges with WeChat, %d limited; want 1 and 4", n, limited)
 	}
 }
+
+// A web page's OAuth on behalf of a merchant (/sns/oauth2/component/*)
+// answers the *user's* refresh_token, which the caller needs: it is not a
+// platform credential and passes unmasked.
+func TestComponentOAuthRefreshTokenPasses(t *testing.T) {
+	e := newPlatformEnv(t)
+	const user = `{"access_token":"user-oauth-token","expires_in":7200,"refresh_token":"user-refresh-token","openid":"o1","scope":"snsapi_base"}`
+	e.answer("/sns/oauth2/component/access_token", user)
+	e.answer("/sns/oauth2/component/refresh_token", user)
+	for _, path := range []string{"/acme/sns/oauth2/component/access_token", "/acme/sns/oauth2/component/refresh_token"} {
+		resp, err := http.Get(e.url + path + "?appid=wxm&code=c&grant_type=authorization_code&component_appid=" + atkComponentAppID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != user {
+			t.Errorf("%s: %d %s, want WeChat's answer unchanged", path, resp.StatusCode, b)
+		}
+	}
+}

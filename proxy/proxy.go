@@ -538,7 +538,7 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		return false, err
 	}
 	// scrub, and send
-	if app.Kind == KindComponent {
+	if app.Kind == KindComponent && !strings.HasPrefix(r.api, "/sns/") {
 		if err := p.maskComponentAnswer(r, ans); err != nil {
 			return false, err
 		}

@@ -14,7 +14,10 @@ import (
 // wxproxy does not hold. So every answer to a platform's component app has
 // the value of each JSON member whose name ends in "refresh_token"
 // replaced by refreshPlaceholder, whether it is held or not, plain or
-// JSON-escaped inside a string.
+// JSON-escaped inside a string. /sns/* answers are not masked: the
+// refresh_token of a web page's OAuth on behalf of a merchant
+// (/sns/oauth2/component/*) is the user's, which the caller needs, and
+// rid/get does not serve /sns/* calls (76022).
 
 // maxMaskedAnswer bounds the part of a component answer read to mask it;
 // a longer answer is refused (a page of 500 merchants is about 60 KiB).
