@@ -243,3 +243,53 @@ func TestComponentOAuthRefreshTokenPasses(t *testing.T) {
 		}
 	}
 }
+
+// A key allowed only /cgi-bin/message/** reaches nothing else on a
+// platform, whatever spelling, route or method it tries, local answers
+// included; WeChat sees none of the refused calls.
+func TestAttackAPIAllowlistOnPlatformRoutes(t *testing.T) {
+	e := newPlatformEnv(t, proxy.Access{Keys: []proxy.CallerKey{{Name: "msg", Key: "msg-key-0123456789", APIs: []string{"/cgi-bin/message/**"}}}})
+	m := "/acme@" + atkMerchantAppID
+	for _, tc := range []struct{ method, path, header string }{
+		{"GET", m + "/cgi-bin/user/get", ""},
+		{"GET", m + "/cgi-bin/message/../user/get", ""},
+		{"GET", m + "/cgi-bin/message/%2e%2e/user/get", ""},
+		{"GET", strings.ToUpper(m) + "/cgi-bin/user/get", ""},
+		{"HEAD", m + "/cgi-bin/user/get", ""},
+		{"GET", "/cgi-bin/user/get", "acme@" + atkMerchantAppID},
+		{"POST", "/acme/cgi-bin/component/api_component_token", ""},
+		{"POST", "/cgi-bin/component/api_component_token", ""},
+		{"POST", "/acme/cgi-bin/component/api_query_auth", ""},
+		{"POST", "/acme/cgi-bin/component/api_get_authorizer_list", ""},
+		{"POST", "/acme/cgi-bin/openapi/rid/get", ""},
+		{"GET", m + "/cgi-bin/ticket/getticket?type=jsapi", ""},
+		{"GET", "/wxproxy/jssdk/config?url=http://a/&app=acme", ""},
+		{"GET", m + "/cgi-bin/token?grant_type=client_credential&appid=" + atkMerchantAppID, ""},
+	} {
+		req, _ := http.NewRequest(tc.method, e.url+tc.path, strings.NewReader(`{"component_appid":"`+atkComponentAppID+`","authorization_code":"c"}`))
+		req.Header.Set("X-WXProxy-Key", "msg-key-0123456789")
+		if tc.header != "" {
+			req.Header.Set("X-WXProxy-App", tc.header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s %s (app %q): HTTP %d, want 403", tc.method, tc.path, tc.header, resp.StatusCode)
+		}
+	}
+	e.mu.Lock()
+	seen := len(e.seen)
+	e.mu.Unlock()
+	if seen != 0 || e.exchanges.Load() != 0 {
+		t.Errorf("WeChat saw %d refused calls and %d exchanges", seen, e.exchanges.Load())
+	}
+	// The allowed API works on a merchant's route.
+	req, _ := http.NewRequest(http.MethodPost, e.url+m+"/cgi-bin/message/custom/send", strings.NewReader(`{}`))
+	req.Header.Set("X-WXProxy-Key", "msg-key-0123456789")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("allowed API: %v %v", resp.StatusCode, err)
+	}
+}
