@@ -48,7 +48,11 @@ type Options struct {
 	MaxBody           int64               // default 64 KiB
 	ReadHeaderTimeout time.Duration       // default 5 s
 	ReadTimeout       time.Duration       // the whole request; default 10 s
-	HandleTimeout     time.Duration       // applying one push; default 10 s (WeChat waits 5 s and pushes again)
+	// HandleTimeout bounds applying one push; default 30 s. WeChat waits
+	// 5 s and pushes again, but an authorization code is single-use, so
+	// its exchange (a component token fetch, then api_query_auth) is
+	// given time to finish after WeChat stopped waiting.
+	HandleTimeout time.Duration
 	// MaxConns bounds the connections held at once (HTTPServer closes
 	// the ones over it as they arrive); default 1024. WeChat pushes a few
 	// a minute per platform.
@@ -93,7 +97,7 @@ func New(opts Options) *Server {
 		opts.ReadTimeout = 10 * time.Second
 	}
 	if opts.HandleTimeout <= 0 {
-		opts.HandleTimeout = 10 * time.Second
+		opts.HandleTimeout = 30 * time.Second
 	}
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 1024
