@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -249,10 +250,17 @@ func (p *Proxy) servePlatformLocal(r *request, app *App, key *CallerKey) (bool, 
 // wxproxy holds the real one and ignores what callers send back.
 const refreshPlaceholder = "wxp.refresh_token.held-by-wxproxy"
 
-// answerLocal writes a local JSON answer.
+// answerLocal writes a local JSON answer. It may carry WeChat's text (an
+// errmsg, func_info), so it passes the scrubber and the refresh-token mask
+// like a forwarded answer.
 func (p *Proxy) answerLocal(r *request, v any) {
 	r.ctx.Response.Header.SetContentType(jsonContentType)
-	writeJSON(r.ctx.Response.BodyWriter(), v)
+	var b bytes.Buffer
+	writeJSON(&b, v)
+	out, n := p.held.set.Scrub(b.Bytes())
+	out, m := maskRefreshTokens(out)
+	r.scrubbed = r.scrubbed || n > 0 || m > 0
+	_, _ = r.ctx.Response.BodyWriter().Write(out)
 }
 
 // platformError maps what a platform's token holders return to the

@@ -17,6 +17,7 @@ import (
 	"github.com/wxproxy/wxproxy/proxy"
 	"github.com/wxproxy/wxproxy/ratelimit"
 	"github.com/wxproxy/wxproxy/token"
+	"github.com/wxproxy/wxproxy/wechat"
 )
 
 // Attacks on the third-party platform surfaces of the caller port (SPEC
@@ -51,6 +52,7 @@ func (f fixedTokens) Invalidate(context.Context, string) (*token.Token, error) {
 type fakeMerchants struct {
 	m         proxy.TokenSource
 	exchanges *atomic.Int32
+	queryAuth *func(code string) (proxy.Authorization, error) // nil or *nil = refuse every code
 }
 
 func (f fakeMerchants) Merchant(_ context.Context, appid string) (proxy.TokenSource, error) {
@@ -59,9 +61,12 @@ func (f fakeMerchants) Merchant(_ context.Context, appid string) (proxy.TokenSou
 	}
 	return nil, errors.New("unknown merchant")
 }
-func (f fakeMerchants) QueryAuth(context.Context, string) (proxy.Authorization, error) {
+func (f fakeMerchants) QueryAuth(_ context.Context, code string) (proxy.Authorization, error) {
 	if f.exchanges != nil {
 		f.exchanges.Add(1)
+	}
+	if f.queryAuth != nil && *f.queryAuth != nil {
+		return (*f.queryAuth)(code)
 	}
 	return proxy.Authorization{}, errors.New("no")
 }
@@ -74,7 +79,8 @@ type platformEnv struct {
 	seen    []*http.Request // what reached WeChat
 	answers map[string]string
 
-	exchanges atomic.Int32 // api_query_auth exchanges asked of the platform
+	exchanges atomic.Int32                                   // api_query_auth exchanges asked of the platform
+	queryAuth func(code string) (proxy.Authorization, error) // what the exchange gives; nil = refused
 }
 
 func newPlatformEnv(tb testing.TB, access ...proxy.Access) *platformEnv {
@@ -102,7 +108,7 @@ func newPlatformEnv(tb testing.TB, access ...proxy.Access) *platformEnv {
 		Access: acc,
 		Platforms: []proxy.Platform{{
 			Name: "acme", ComponentAppID: atkComponentAppID, Secret: "component-secret-0123456789abcdef", Upstream: u,
-			Component: newFixed(atkComponentToken), Merchants: fakeMerchants{newFixed(atkMerchantToken), &e.exchanges},
+			Component: newFixed(atkComponentToken), Merchants: fakeMerchants{newFixed(atkMerchantToken), &e.exchanges, &e.queryAuth},
 		}},
 	})
 	if err != nil {
@@ -291,5 +297,30 @@ func TestAttackAPIAllowlistOnPlatformRoutes(t *testing.T) {
 	req.Header.Set("X-WXProxy-Key", "msg-key-0123456789")
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Errorf("allowed API: %v %v", resp.StatusCode, err)
+	}
+}
+
+// api_query_auth is answered by wxproxy from what the exchange with WeChat
+// gave: WeChat's errmsg when it refused the code, func_info as WeChat sent
+// it. Both are WeChat's text and pass the scrubber like any answer (before,
+// a local answer was written unscanned).
+func TestAttackQueryAuthAnswerIsScrubbed(t *testing.T) {
+	e := newPlatformEnv(t)
+	for _, qa := range []func(string) (proxy.Authorization, error){
+		func(string) (proxy.Authorization, error) {
+			return proxy.Authorization{}, &wechat.APIError{Code: 61009, Msg: "code invalid for component_access_token=" + atkComponentToken}
+		},
+		func(string) (proxy.Authorization, error) {
+			return proxy.Authorization{AppID: atkMerchantAppID, ExpiresIn: 7200,
+				FuncInfo: []byte(`[{"echo":"` + atkMerchantToken + `","authorizer_refresh_token":"` + atkUnheldRefresh + `"}]`)}, nil
+		},
+	} {
+		e.mu.Lock()
+		e.queryAuth = qa
+		e.mu.Unlock()
+		code, _, body := e.post(t, "/acme/cgi-bin/component/api_query_auth", `{"component_appid":"`+atkComponentAppID+`","authorization_code":"c"}`)
+		if code != 200 || strings.Contains(body, atkComponentToken) || strings.Contains(body, atkMerchantToken) || strings.Contains(body, "UNHELD") {
+			t.Errorf("api_query_auth: %d %s", code, body)
+		}
 	}
 }
