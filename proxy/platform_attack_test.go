@@ -73,7 +73,8 @@ func (f fakeMerchants) QueryAuth(_ context.Context, code string) (proxy.Authoriz
 
 // platformEnv is a proxy with platform "acme" in front of a fake WeChat.
 type platformEnv struct {
-	url string
+	url   string
+	proxy *proxy.Proxy
 
 	mu      sync.Mutex
 	seen    []*http.Request // what reached WeChat
@@ -84,6 +85,12 @@ type platformEnv struct {
 }
 
 func newPlatformEnv(tb testing.TB, access ...proxy.Access) *platformEnv {
+	tb.Helper()
+	return newPlatformEnvBuffered(tb, 0, access...)
+}
+
+// newPlatformEnvBuffered is newPlatformEnv with MaxBufferedBytes set.
+func newPlatformEnvBuffered(tb testing.TB, maxBuffered int64, access ...proxy.Access) *platformEnv {
 	tb.Helper()
 	e := &platformEnv{answers: map[string]string{}}
 	var acc proxy.Access
@@ -105,7 +112,7 @@ func newPlatformEnv(tb testing.TB, access ...proxy.Access) *platformEnv {
 	u, _ := url.Parse(up.URL)
 	p, err := proxy.New(proxy.Options{
 		Logger: slog.New(slog.DiscardHandler),
-		Access: acc,
+		Access: acc, MaxBufferedBytes: maxBuffered,
 		Platforms: []proxy.Platform{{
 			Name: "acme", ComponentAppID: atkComponentAppID, Secret: "component-secret-0123456789abcdef", Upstream: u,
 			Component: newFixed(atkComponentToken), Merchants: fakeMerchants{newFixed(atkMerchantToken), &e.exchanges, &e.queryAuth},
@@ -117,6 +124,7 @@ func newPlatformEnv(tb testing.TB, access ...proxy.Access) *platformEnv {
 	p.HoldPlatformToken("acme", "", atkComponentToken)
 	p.HoldPlatformToken("acme", atkMerchantAppID, atkMerchantToken)
 	e.url = serve(tb, p)
+	e.proxy = p
 	return e
 }
 
@@ -322,5 +330,30 @@ func TestAttackQueryAuthAnswerIsScrubbed(t *testing.T) {
 		if code != 200 || strings.Contains(body, atkComponentToken) || strings.Contains(body, atkMerchantToken) || strings.Contains(body, "UNHELD") {
 			t.Errorf("api_query_auth: %d %s", code, body)
 		}
+	}
+}
+
+// A long component answer is read whole to be masked; that memory comes
+// out of max_buffered_bytes like a buffered body, so many callers asking
+// at once cannot hold more than the budget. Over it the answer is refused
+// (never sent unmasked), and the budget is given back.
+func TestAttackMaskedAnswersShareTheBufferBudget(t *testing.T) {
+	e := newPlatformEnvBuffered(t, 32<<10)
+	long := `{"list":[` + strings.Repeat(`{"authorizer_appid":"wxm","refresh_token":"`+atkUnheldRefresh+`"},`, 999) + `{}]}` // ~85 KiB
+	e.answer("/cgi-bin/component/api_get_authorizer_list", long)
+	code, _, body := e.post(t, "/acme/cgi-bin/component/api_get_authorizer_list", `{}`)
+	if code == 200 || strings.Contains(body, "UNHELD") {
+		t.Errorf("an answer over max_buffered_bytes: HTTP %d (%d bytes); want it refused, never unmasked", code, len(body))
+	}
+	if n := e.proxy.Buffered(); n != 0 {
+		t.Errorf("buffered after the answer: %d bytes, want 0", n)
+	}
+	short := `{"list":[{"authorizer_appid":"wxm","refresh_token":"` + atkUnheldRefresh + `"}],"pad":"` + strings.Repeat("x", 12<<10) + `"}`
+	e.answer("/cgi-bin/component/api_get_authorizer_list", short)
+	if code, _, body := e.post(t, "/acme/cgi-bin/component/api_get_authorizer_list", `{}`); code != 200 || strings.Contains(body, "UNHELD") {
+		t.Errorf("an answer within the budget: HTTP %d, masked %v", code, !strings.Contains(body, "UNHELD"))
+	}
+	if n := e.proxy.Buffered(); n != 0 {
+		t.Errorf("buffered after the answer: %d bytes, want 0", n)
 	}
 }

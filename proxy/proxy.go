@@ -539,9 +539,11 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 	}
 	// scrub, and send
 	if app.Kind == KindComponent && !strings.HasPrefix(r.api, "/sns/") {
-		if err := p.maskComponentAnswer(r, ans); err != nil {
+		held, err := p.maskComponentAnswer(r, ans)
+		if err != nil {
 			return false, err
 		}
+		defer p.buffers.release(held) // sendAnswer copies a whole answer
 	}
 	return p.sendAnswer(r, ans)
 }

@@ -25,32 +25,33 @@ const maxMaskedAnswer = 1 << 20
 
 // maskComponentAnswer masks the refresh tokens of a component answer
 // (see above). A textual answer longer than the errcode peek is read whole
-// first, within upstream_timeout and maxMaskedAnswer.
-func (p *Proxy) maskComponentAnswer(r *request, a *answer) error {
+// first, within upstream_timeout and maxMaskedAnswer, into a buffer taken
+// from max_buffered_bytes; the caller releases it (held) once the answer
+// is sent. An answer that does not fit is refused, never sent unmasked.
+func (p *Proxy) maskComponentAnswer(r *request, a *answer) (held *heldBody, err error) {
 	if binaryAnswer(&a.resp.Header) {
-		return nil
+		return nil, nil
 	}
 	whole := a.whole
 	if a.rest != nil {
 		setReadDeadline(a.resp, p.now().Add(p.upTimeout))
-		buf := bytes.NewBuffer(make([]byte, 0, 2*len(whole)))
-		buf.Write(whole)
-		_, err := io.Copy(buf, io.LimitReader(a.rest, maxMaskedAnswer+1-int64(len(whole))))
+		held, err = p.buffers.read(io.MultiReader(bytes.NewReader(whole), a.rest), maxMaskedAnswer)
 		setReadDeadline(a.resp, time.Time{})
-		if err != nil || buf.Len() > maxMaskedAnswer {
+		if err != nil || held.streamRest {
+			p.buffers.release(held)
 			a.close()
 			if err == nil {
-				return &Error{Kind: KindUpstream, Msg: "WeChat's answer to a component API is over 1 MiB; wxproxy cannot inspect it"}
+				return nil, &Error{Kind: KindUpstream, Msg: "WeChat's answer to a component API is too large for wxproxy to inspect now (over 1 MiB, or max_buffered_bytes in use); retry later"}
 			}
-			return upstreamError(err)
+			return nil, upstreamError(err)
 		}
-		whole, a.rest = buf.Bytes(), nil
+		whole, a.rest = held.b, nil
 	}
 	if masked, n := maskRefreshTokens(whole); n > 0 {
 		whole, r.scrubbed = masked, true
 	}
 	a.whole = whole
-	return nil
+	return held, nil
 }
 
 var refreshName = []byte("refresh_token")
