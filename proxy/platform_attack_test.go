@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -355,5 +356,44 @@ func TestAttackMaskedAnswersShareTheBufferBudget(t *testing.T) {
 	}
 	if n := e.proxy.Buffered(); n != 0 {
 		t.Errorf("buffered after the answer: %d bytes, want 0", n)
+	}
+}
+
+// Placeholders are bound to their holder: one whose name is changed to
+// another merchant's or platform's is no placeholder at all (404, never
+// the other's token), and a genuine one under another route's prefix gets
+// that route's token, never its own.
+func TestAttackPlaceholderCannotBeRetargeted(t *testing.T) {
+	e := newPlatformEnv(t)
+	_, _, body := e.post(t, "/acme/cgi-bin/component/api_authorizer_token", `{"component_appid":"`+atkComponentAppID+`","authorizer_appid":"`+atkMerchantAppID+`"}`)
+	var ans struct {
+		Token string `json:"authorizer_access_token"`
+	}
+	if err := json.Unmarshal([]byte(body), &ans); err != nil || !strings.HasPrefix(ans.Token, "wxp.acme@"+atkMerchantAppID+".") {
+		t.Fatalf("merchant placeholder: %s", body)
+	}
+	enc := ans.Token[strings.LastIndexByte(ans.Token, '.')+1:]
+	for _, forged := range []string{"wxp.acme." + enc, "wxp.acme@wxother00000000." + enc, "wxp.beta@" + atkMerchantAppID + "." + enc, ans.Token[:len(ans.Token)-1] + "A"} {
+		resp, err := http.Get(e.url + "/cgi-bin/user/get?access_token=" + url.QueryEscape(forged))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("forged placeholder %s: HTTP %d, want 404", forged, resp.StatusCode)
+		}
+	}
+	e.mu.Lock()
+	e.seen = nil
+	e.mu.Unlock()
+	resp, err := http.Get(e.url + "/acme/cgi-bin/user/get?access_token=" + url.QueryEscape(ans.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.seen) != 1 || e.seen[0].URL.Query().Get("access_token") != atkComponentToken || strings.Contains(e.seen[0].URL.RawQuery, atkMerchantToken) {
+		t.Errorf("a merchant placeholder under the component's prefix: WeChat got %v", e.seen)
 	}
 }
