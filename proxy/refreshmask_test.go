@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -67,4 +68,23 @@ func FuzzMaskRefreshTokens(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkMaskRefreshTokens masks a page of 500 merchants, and 1 MiB of
+// openers that never close (the scan stays linear).
+func BenchmarkMaskRefreshTokens(b *testing.B) {
+	page := []byte(`{"total_count":500,"list":[` + strings.Repeat(`{"authorizer_appid":"wx0123456789abcdef","refresh_token":"refreshtoken@@@0123456789abcdefghijklmnopqrstuvwxyzABCDEFG","auth_time":1700000000},`, 499) + `{}]}`)
+	hostile := []byte(`{"` + strings.Repeat(`refresh_token\":\"x refresh_token":"`, (1<<20)/36))
+	for _, c := range []struct {
+		name string
+		in   []byte
+	}{{"page-of-500", page}, {"hostile-1MiB", hostile}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(c.in)))
+			for b.Loop() {
+				maskRefreshTokens(c.in)
+			}
+		})
+	}
 }
