@@ -15,9 +15,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -45,8 +48,16 @@ type Options struct {
 	MaxBody           int64               // default 64 KiB
 	ReadHeaderTimeout time.Duration       // default 5 s
 	ReadTimeout       time.Duration       // the whole request; default 10 s
-	HandleTimeout     time.Duration       // applying one push; default 10 s (WeChat waits 5 s and pushes again)
-	Logger            *slog.Logger
+	// HandleTimeout bounds applying one push; default 30 s. WeChat waits
+	// 5 s and pushes again, but an authorization code is single-use, so
+	// its exchange (a component token fetch, then api_query_auth) is
+	// given time to finish after WeChat stopped waiting.
+	HandleTimeout time.Duration
+	// MaxConns bounds the connections held at once (HTTPServer closes
+	// the ones over it as they arrive); default 1024. WeChat pushes a few
+	// a minute per platform.
+	MaxConns int
+	Logger   *slog.Logger
 	// OnPush, if set, counts every push by platform and result
 	// ("ok", "bad_signature", "bad_request", "error", "too_large").
 	OnPush func(platform, result string)
@@ -57,7 +68,22 @@ type Options struct {
 type Server struct {
 	opts Options
 	log  *slog.Logger
+
+	// Refused pushes are logged at most once a minute per platform and
+	// reason: sending them costs strangers nothing.
+	refusedMu sync.Mutex
+	refused   map[string]*refusals // bounded: receivers × 2 reasons
 }
+
+// refusals is the log state of one platform and reason.
+type refusals struct {
+	logged     time.Time // last line written
+	suppressed int       // refused since, not logged
+}
+
+// refusedLogEvery is how often refused pushes of one platform and reason
+// are logged.
+const refusedLogEvery = time.Minute
 
 // New returns a Server for opts.
 func New(opts Options) *Server {
@@ -71,19 +97,35 @@ func New(opts Options) *Server {
 		opts.ReadTimeout = 10 * time.Second
 	}
 	if opts.HandleTimeout <= 0 {
-		opts.HandleTimeout = 10 * time.Second
+		opts.HandleTimeout = 30 * time.Second
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 1024
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log}
+	return &Server{opts: opts, log: log, refused: map[string]*refusals{}}
 }
 
 // HTTPServer returns an http.Server for the listener: strict header and
-// read timeouts, small headers, short keep-alives.
+// read timeouts, small headers, short keep-alives, and at most
+// Options.MaxConns connections at once (one over it is closed as it
+// arrives).
 func (s *Server) HTTPServer() *http.Server {
+	var conns atomic.Int64
 	return &http.Server{
+		ConnState: func(c net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				if conns.Add(1) > int64(s.opts.MaxConns) {
+					_ = c.Close()
+				}
+			case http.StateClosed, http.StateHijacked:
+				conns.Add(-1)
+			}
+		},
 		Handler:           s,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		ReadTimeout:       s.opts.ReadTimeout,
@@ -103,6 +145,8 @@ func (s *Server) count(platform, result string) {
 // ServeHTTP serves POST and GET /callback/{platform}; anything else is 404.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	// The URL check echoes text no signature covers: never as markup.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	name, ok := strings.CutPrefix(r.URL.Path, "/callback/")
 	rcv := s.opts.Receivers[name]
 	if !ok || rcv == nil || r.URL.RawPath != "" && r.URL.RawPath != r.URL.Path {
@@ -110,7 +154,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.HandleTimeout)
+	// A push is applied to its end even if the sender goes away (an
+	// authorization code is single-use), but never longer than
+	// HandleTimeout: WithoutCancel drops the deadline too, so it is set
+	// after.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.HandleTimeout)
 	defer cancel()
 	switch r.Method {
 	case http.MethodGet:
@@ -134,7 +182,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
-		if err := rcv.HandlePush(context.WithoutCancel(ctx), q, body); err != nil {
+		if err := rcv.HandlePush(ctx, q, body); err != nil {
 			s.fail(w, name, err)
 			return
 		}
@@ -151,15 +199,39 @@ func (s *Server) fail(w http.ResponseWriter, name string, err error) {
 	switch {
 	case errors.Is(err, ErrSignature):
 		s.count(name, "bad_signature")
-		s.log.Warn("push refused: bad signature", "platform", name)
+		if n, ok := s.logRefused(name, "bad_signature"); ok {
+			s.log.Warn("push refused: bad signature", "platform", name, "refused_since_last_line", n)
+		}
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 	case errors.Is(err, ErrBadPush):
 		s.count(name, "bad_request")
-		s.log.Warn("push refused: malformed", "platform", name, "err", err)
+		if n, ok := s.logRefused(name, "bad_request"); ok {
+			s.log.Warn("push refused: malformed", "platform", name, "err", err, "refused_since_last_line", n)
+		}
 		http.Error(w, "bad request", http.StatusBadRequest)
 	default:
 		s.count(name, "error")
 		s.log.Error("push failed; WeChat will push again", "platform", name, "err", err)
 		http.Error(w, "try again", http.StatusServiceUnavailable)
 	}
+}
+
+// logRefused reports whether a refused push of the platform name for
+// reason may be logged now, and how many were refused since the last line
+// (this one included).
+func (s *Server) logRefused(name, reason string) (int, bool) {
+	s.refusedMu.Lock()
+	defer s.refusedMu.Unlock()
+	r := s.refused[name+"\x00"+reason]
+	if r == nil {
+		r = &refusals{}
+		s.refused[name+"\x00"+reason] = r // name is a configured platform's
+	}
+	r.suppressed++
+	if now := time.Now(); r.logged.IsZero() || now.Sub(r.logged) >= refusedLogEvery {
+		n := r.suppressed
+		r.logged, r.suppressed = now, 0
+		return n, true
+	}
+	return 0, false
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wxproxy/wxproxy/callback"
 	"github.com/wxproxy/wxproxy/token"
+	"github.com/wxproxy/wxproxy/wechat"
 	"github.com/wxproxy/wxproxy/wxcrypt"
 )
 
@@ -172,9 +173,19 @@ func (p *Platform) onUnauthorized(ctx context.Context, m push) error {
 
 // usedCode is an authorization code exchanged recently and what it gave.
 type usedCode struct {
-	code string
-	auth Authorization
-	done chan struct{} // closed when the exchange ended; auth is then set (AppID "" = failed)
+	code    string
+	auth    Authorization
+	refused error         // WeChat's final refusal of the code (see codeRefused), else nil
+	done    chan struct{} // closed when the exchange ended; auth and refused are then set (AppID "" = failed)
+}
+
+// codeRefused reports whether err is WeChat's final refusal of an
+// authorization code (61009 invalid or used, 61010 expired): asking again
+// cannot succeed, so it is remembered like a success and a replayed push
+// costs no second exchange.
+func codeRefused(err error) bool {
+	var api *wechat.APIError
+	return errors.As(err, &api) && (api.Code == 61009 || api.Code == 61010)
 }
 
 // ExchangeCode exchanges an authorization code once, whoever asks first:
@@ -198,6 +209,9 @@ func (p *Platform) exchange(ctx context.Context, code string, createTime int64) 
 			if u.auth.AppID != "" {
 				return u.auth, nil
 			}
+			if u.refused != nil {
+				return Authorization{}, u.refused
+			}
 			return p.exchange(ctx, code, createTime) // the first exchange failed: try again
 		}
 	}
@@ -208,11 +222,14 @@ func (p *Platform) exchange(ctx context.Context, code string, createTime int64) 
 	p.codeMu.Unlock()
 	auth, err := p.QueryAuth(ctx, code, createTime)
 	p.codeMu.Lock()
-	if err != nil {
+	switch {
+	case codeRefused(err):
+		u.refused = err // read by waiters only after done is closed
+	case err != nil:
 		if i := slices.Index(p.codes, u); i >= 0 {
 			p.codes = slices.Delete(p.codes, i, i+1)
 		}
-	} else {
+	default:
 		u.auth = auth // read by waiters only after done is closed
 	}
 	p.codeMu.Unlock()
@@ -279,8 +296,8 @@ func (p *Platform) QueryAuth(ctx context.Context, code string, createTime int64)
 // and checks it by fetching the merchant's token. The record is kept even
 // when the check fails for another reason than 61023 (WeChat may be down).
 func (p *Platform) Import(ctx context.Context, appid, refreshToken string) (AuthorizerInfo, error) {
-	if appid == "" || len(appid) > 64 || refreshToken == "" || len(refreshToken) > 512 {
-		return AuthorizerInfo{}, errors.New("authorizer_appid (at most 64 bytes) and refresh_token (at most 512) are required")
+	if !validAppID(appid) || refreshToken == "" || len(refreshToken) > 512 {
+		return AuthorizerInfo{}, errors.New("authorizer_appid (at most 64 letters, digits, _ or -) and refresh_token (at most 512 bytes) are required")
 	}
 	p.onSecret(refreshToken)
 	r := Record{AppID: appid, RefreshToken: refreshToken, State: StateOK, UpdatedAt: p.now(), AuthorizedAt: p.now().Unix()}
@@ -294,6 +311,22 @@ func (p *Platform) Import(ctx context.Context, appid, refreshToken string) (Auth
 	m.touch()
 	_, err := m.cache.Refresh(ctx)
 	return m.info(p.now()), err
+}
+
+// validAppID reports whether s can be an appid: 1 to 64 ASCII letters,
+// digits, "_" or "-". It becomes a route segment, a store key and a log
+// field, so nothing else is taken from an operator's import.
+func validAppID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Recover reads every merchant's refresh token from WeChat

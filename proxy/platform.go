@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -263,6 +264,11 @@ func (p *Proxy) servePlatformLocal(r *request, app *App, key *CallerKey) (bool, 
 		if body.Code == "" || len(body.Code) > 1024 {
 			return true, &Error{Kind: KindBadRequest, Msg: "api_query_auth needs authorization_code"}
 		}
+		// Answered here, but each call is an exchange with WeChat: the
+		// caller's limit applies as to a forwarded call.
+		if err := p.checkLimits(ctx, r, key); err != nil {
+			return true, err
+		}
 		auth, err := pl.cfg.Merchants.QueryAuth(ctx, body.Code)
 		var api *wechat.APIError
 		if errors.As(err, &api) && api.Code != wechat.CodeRefreshTokenInvalid && api.Code != wechat.CodeComponentTicketInvalid && api.Code != wechat.CodeComponentTicketExpired {
@@ -293,10 +299,17 @@ func (p *Proxy) servePlatformLocal(r *request, app *App, key *CallerKey) (bool, 
 // wxproxy holds the real one and ignores what callers send back.
 const refreshPlaceholder = "wxp.refresh_token.held-by-wxproxy"
 
-// answerLocal writes a local JSON answer.
+// answerLocal writes a local JSON answer. It may carry WeChat's text (an
+// errmsg, func_info), so it passes the scrubber and the refresh-token mask
+// like a forwarded answer.
 func (p *Proxy) answerLocal(r *request, v any) {
 	r.ctx.Response.Header.SetContentType(jsonContentType)
-	writeJSON(r.ctx.Response.BodyWriter(), v)
+	var b bytes.Buffer
+	writeJSON(&b, v)
+	out, n := p.held.set.Scrub(b.Bytes())
+	out, m := maskRefreshTokens(out)
+	r.scrubbed = r.scrubbed || n > 0 || m > 0
+	_, _ = r.ctx.Response.BodyWriter().Write(out)
 }
 
 // platformError maps what a platform's token holders return to the

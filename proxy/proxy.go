@@ -495,7 +495,7 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		return false, &Error{Kind: KindBlockedPath, Msg: "quota-clearing calls are refused; use the admin API"}
 	case pathCredentials:
 		r.mode = modeCredentials
-	case pathSNS:
+	case pathSNS, pathNoToken:
 		r.mode = modePassthrough
 	}
 	if app != nil && app.plat != nil {
@@ -539,6 +539,13 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		return false, err
 	}
 	// scrub, and send
+	if app.Kind == KindComponent && !strings.HasPrefix(r.api, "/sns/") {
+		held, err := p.maskComponentAnswer(r, ans)
+		if err != nil {
+			return false, err
+		}
+		defer p.buffers.release(held) // sendAnswer copies a whole answer
+	}
 	return p.sendAnswer(r, ans)
 }
 

@@ -76,6 +76,7 @@ const (
 	pathTicket                      // JS-SDK, card and agent tickets: answered locally
 	pathJSSDKConfig                 // GET /wxproxy/jssdk/config: answered locally
 	pathReserved                    // anything else under /wxproxy/: refused
+	pathNoToken                     // takes a secret in its body and no token: forwarded untouched
 )
 
 // classifyPath classifies an API key (see apiKey: lower-case, no trailing
@@ -97,6 +98,10 @@ func classifyPath(api string) pathKind {
 		return pathTicket
 	case "/wxproxy/jssdk/config":
 		return pathJSSDKConfig
+	case apiComponentToken, apiStartPush:
+		// On a component's route api_component_token is answered
+		// locally before this; on any other, no token goes to either.
+		return pathNoToken
 	}
 	if strings.HasPrefix(api, "/sns/") {
 		return pathSNS
