@@ -270,7 +270,7 @@ func TestFleetRedisOutage(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond) // let load start before the outage
+	waitFor(t, 10*time.Second, "load to start", func() bool { return sent.Load() >= 30 })
 	rs.Stop()
 	// During the outage: one replica's share of the burst is 30/3 = 10.
 	okDuring := 0
@@ -279,7 +279,16 @@ func TestFleetRedisOutage(t *testing.T) {
 			okDuring++
 		}
 	}
-	time.Sleep(2 * time.Second)
+	waitFor(t, 10*time.Second, "every replica to notice the outage", func() bool {
+		for _, p := range ps {
+			if !strings.Contains(p.output(), `"token store failed`) {
+				return false
+			}
+		}
+		return true
+	})
+	during := sent.Load()
+	waitFor(t, 10*time.Second, "load during the outage", func() bool { return sent.Load() >= during+30 })
 	if err := rs.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +298,8 @@ func TestFleetRedisOutage(t *testing.T) {
 		n, _ := c.Exists(context.Background(), prefix+"token:{classic:"+appID+"}").Result()
 		return n == 1
 	})
-	time.Sleep(500 * time.Millisecond)
+	after := sent.Load()
+	waitFor(t, 10*time.Second, "load after the outage", func() bool { return sent.Load() >= after+30 })
 	close(stop)
 	wg.Wait()
 
