@@ -370,16 +370,17 @@ func storedToken(t *testing.T, rdb redis.UniversalClient, prefix string) string 
 	return tok.Value
 }
 
-// TestFleetPausedHolder: the holder of the refresh lease is stopped
-// (SIGSTOP) while its fetch hangs. Another replica takes over within one
-// lease and callers waiting meanwhile succeed; when the holder resumes it
-// does not overwrite the newer token, and adopts it.
+// TestFleetPausedHolder: behind Sentinels with passwords, the holder of
+// the refresh lease is stopped (SIGSTOP) while its fetch hangs. Another
+// replica takes over within one lease and callers waiting meanwhile
+// succeed; when the holder resumes it does not overwrite the newer token,
+// and adopts it.
 func TestFleetPausedHolder(t *testing.T) {
-	rs := redistest.Start(t)
+	d := redistest.StartSentinel(t)
 	s := startSim(t, "-app", appID+":"+secret)
-	prefix := t.Name() + ":"
-	ps := startFleet(t, 3, deployConfig(s.url, fmt.Sprintf("url: %q", rs.URL), prefix, ""))
-	rdb := rs.Client(t)
+	prefix := "wx:"
+	ps := startFleet(t, 3, deployConfig(s.url, sentinelYAML(d), prefix, ""))
+	rdb := d.Client(t)
 	before := storedToken(t, rdb, prefix)
 	s.post(t, "/sim/faults", `{"path":"/cgi-bin/token","latency":"5s","count":1}`)
 	s.post(t, "/sim/apps/"+appID+"/invalidate", "")

@@ -137,15 +137,15 @@ func TestFleetProactiveCycles(t *testing.T) {
 	}
 }
 
-// TestFleetKilledLockHolder: a replica killed (SIGKILL) while it holds the
-// refresh lease and its fetch hangs blocks refreshes for at most one lease
-// (lock_lease 3s): another replica takes over, and callers whose token was
-// rejected meanwhile wait (token_wait 5s) and succeed — no token error
-// reaches a caller.
+// TestFleetKilledLockHolder: on a 3-master Cluster, a replica killed
+// (SIGKILL) while it holds the refresh lease and its fetch hangs blocks
+// refreshes for at most one lease (lock_lease 3s): another replica takes
+// over, and callers whose token was rejected meanwhile wait (token_wait
+// 5s) and succeed — no token error reaches a caller.
 func TestFleetKilledLockHolder(t *testing.T) {
-	rs := redistest.Start(t)
+	c := redistest.StartCluster(t)
 	s := startSim(t, "-app", appID+":"+secret)
-	ps := startFleet(t, 3, deployConfig(s.url, fmt.Sprintf("url: %q", rs.URL), t.Name()+":", ""))
+	ps := startFleet(t, 3, deployConfig(s.url, clusterYAML(c), "wx:", ""))
 	// The next token fetch hangs: whoever refreshes holds the lease meanwhile.
 	s.post(t, "/sim/faults", `{"path":"/cgi-bin/token","latency":"60s","count":1}`)
 	s.post(t, "/sim/apps/"+appID+"/invalidate", "")
