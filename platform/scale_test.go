@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,14 +92,18 @@ func TestTenThousandMerchants(t *testing.T) {
 	t.Logf("Current: %v per call; scheduler scan of 10,000: %v", el/(10*n), scan(p))
 }
 
-// countingStore counts token loads.
+// countingStore counts merchant token loads. (The component token, which
+// this test cannot fetch, is read again before each retry in the
+// background: not counted.)
 type countingStore struct {
 	*platform.FileStore
 	loads int64
 }
 
 func (c *countingStore) Load(ctx context.Context, key string) (token.Token, error) {
-	atomic.AddInt64(&c.loads, 1)
+	if strings.HasPrefix(key, "acme@") {
+		atomic.AddInt64(&c.loads, 1)
+	}
 	return c.FileStore.Load(ctx, key)
 }
 
