@@ -14,11 +14,13 @@ import (
 	"github.com/wxproxy/wxproxy/internal/redistest"
 )
 
-// fleetConfig is a classic-mode app on Redis, sized for 3 replicas.
+// fleetConfig is a classic-mode app on Redis, sized for 3 replicas. The
+// upstream timeout is the default: on a loaded 2-core machine a burst of
+// 300 requests through race-built binaries may take seconds.
 func fleetConfig(simURL, redisURL, prefix, extra string) string {
 	return fmt.Sprintf(`
 listen: 127.0.0.1:0
-upstream_timeout: 2s
+upstream_timeout: 10s
 admin: {listen: 127.0.0.1:0}
 log: {format: json, level: info}
 store:
@@ -137,15 +139,15 @@ func TestFleetProactiveCycles(t *testing.T) {
 	}
 }
 
-// TestFleetKilledLockHolder: a replica killed (SIGKILL) while it holds the
-// refresh lease and its fetch hangs blocks refreshes for at most one lease
-// (lock_lease 3s): another replica takes over, and callers whose token was
-// rejected meanwhile wait (token_wait 5s) and succeed — no token error
-// reaches a caller.
+// TestFleetKilledLockHolder: on a 3-master Cluster, a replica killed
+// (SIGKILL) while it holds the refresh lease and its fetch hangs blocks
+// refreshes for at most one lease (lock_lease 3s): another replica takes
+// over, and callers whose token was rejected meanwhile wait (token_wait
+// 5s) and succeed — no token error reaches a caller.
 func TestFleetKilledLockHolder(t *testing.T) {
-	rs := redistest.Start(t)
+	c := redistest.StartCluster(t)
 	s := startSim(t, "-app", appID+":"+secret)
-	ps := startFleet(t, 3, deployConfig(s.url, fmt.Sprintf("url: %q", rs.URL), t.Name()+":", ""))
+	ps := startFleet(t, 3, deployConfig(s.url, clusterYAML(c), "wx:", ""))
 	// The next token fetch hangs: whoever refreshes holds the lease meanwhile.
 	s.post(t, "/sim/faults", `{"path":"/cgi-bin/token","latency":"60s","count":1}`)
 	s.post(t, "/sim/apps/"+appID+"/invalidate", "")
@@ -270,7 +272,7 @@ func TestFleetRedisOutage(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond) // let load start before the outage
+	waitFor(t, 10*time.Second, "load to start", func() bool { return sent.Load() >= 30 })
 	rs.Stop()
 	// During the outage: one replica's share of the burst is 30/3 = 10.
 	okDuring := 0
@@ -279,7 +281,16 @@ func TestFleetRedisOutage(t *testing.T) {
 			okDuring++
 		}
 	}
-	time.Sleep(2 * time.Second)
+	waitFor(t, 10*time.Second, "every replica to notice the outage", func() bool {
+		for _, p := range ps {
+			if !strings.Contains(p.output(), `"token store failed`) {
+				return false
+			}
+		}
+		return true
+	})
+	during := sent.Load()
+	waitFor(t, 10*time.Second, "load during the outage", func() bool { return sent.Load() >= during+30 })
 	if err := rs.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +300,8 @@ func TestFleetRedisOutage(t *testing.T) {
 		n, _ := c.Exists(context.Background(), prefix+"token:{classic:"+appID+"}").Result()
 		return n == 1
 	})
-	time.Sleep(500 * time.Millisecond)
+	after := sent.Load()
+	waitFor(t, 10*time.Second, "load after the outage", func() bool { return sent.Load() >= after+30 })
 	close(stop)
 	wg.Wait()
 

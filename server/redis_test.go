@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +77,56 @@ func TestRedisClientModes(t *testing.T) {
 		defer cancel()
 		if err := rdb2.Ping(ctx).Err(); err == nil {
 			t.Error("a wrong sentinel_password reached the master")
+		}
+	})
+	t.Run("sentinel with ACL users and password files", func(t *testing.T) {
+		d := redistest.StartSentinel(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// Users whose passwords differ from the default users': only a
+		// client that sends the usernames gets in.
+		for _, n := range []*redistest.Server{d.Master, d.Replica} {
+			c := redis.NewClient(&redis.Options{Addr: n.Addr, Password: d.Password})
+			err := c.Do(ctx, "ACL", "SETUSER", "wxp", "on", ">acl-srv-pass", "~*", "&*", "+@all").Err()
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range d.Sentinels {
+			c := redis.NewClient(&redis.Options{Addr: n.Addr, Password: d.SentinelPassword})
+			err := c.Do(ctx, "ACL", "SETUSER", "wxsen", "on", ">acl-sen-pass", "+@all").Err()
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		dir := t.TempDir()
+		for name, v := range map[string]string{"pw": "acl-srv-pass\n", "spw": "acl-sen-pass\n"} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a := d.SentinelAddrs()
+		yaml := fmt.Sprintf("{mode: sentinel, addrs: [%q, %q, %q], master_name: %s, username: wxp, password_file: %q, sentinel_username: wxsen, sentinel_password_file: %q}",
+			a[0], a[1], a[2], d.MasterName, filepath.Join(dir, "pw"), filepath.Join(dir, "spw"))
+		rdb, err := newRedisClient(redisConfig(t, yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rdb.Close()
+		roundTrip(t, rdb)
+		if who, err := rdb.Do(ctx, "ACL", "WHOAMI").Text(); err != nil || who != "wxp" {
+			t.Errorf("ACL WHOAMI = %q, %v; want wxp", who, err)
+		}
+
+		// Without sentinel_username the Sentinels refuse the password.
+		rdb2, _ := newRedisClient(redisConfig(t, strings.Replace(yaml, "sentinel_username: wxsen, ", "", 1)))
+		defer rdb2.Close()
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel2()
+		if err := rdb2.Ping(ctx2).Err(); err == nil {
+			t.Error("the Sentinels answered without sentinel_username")
 		}
 	})
 	t.Run("tls", func(t *testing.T) {

@@ -150,7 +150,7 @@ func TestFleetLostLeaseDoesNotOverwrite(t *testing.T) {
 }
 
 // Forced refreshes are budgeted for the fleet: two replicas together force
-// at most ForcedPerDay a day, ForcedSpacing apart.
+// at most 20 a day (the default ForcedPerDay), 30 s apart.
 func TestFleetForcedBudget(t *testing.T) {
 	srv := redistest.Start(t)
 	prefix := t.Name() + ":"
@@ -167,11 +167,11 @@ func TestFleetForcedBudget(t *testing.T) {
 		return token.Token{Value: "tok-" + n.String() + "-" + time.Now().String(), ObtainedAt: n, ExpiresAt: n.Add(2 * time.Hour)}, nil
 	})
 	opts := func(o *token.Options) {
-		o.Key, o.Now, o.ForcedPerDay, o.ForcedSpacing = "stable:wx1", clock, 3, 30*time.Second
+		o.Key, o.Now = "stable:wx1", clock // the defaults: 20 a day, 30 s apart
 	}
 	cs := []*token.Cache{replica(t, srv, prefix, token.Stable, src, opts), replica(t, srv, prefix, token.Stable, src, opts)}
 	refused := 0
-	for i := range 10 {
+	for i := range 60 {
 		_, err := cs[i%2].Refresh(context.Background())
 		switch {
 		case errors.Is(err, token.ErrForceBudget):
@@ -183,13 +183,14 @@ func TestFleetForcedBudget(t *testing.T) {
 			advance(31 * time.Second) // each pair: one allowed, one too soon
 		}
 	}
-	// Per replica budgets would have allowed 3 each: 6. (A replica whose
-	// token another one just replaced adopts that one instead of forcing.)
-	if forced.Load() != 3 || refused < 4 {
-		t.Errorf("two replicas forced %d refreshes (%d refused) in one day, want 3 for the fleet", forced.Load(), refused)
+	// Per replica budgets would have allowed 20 each, and a pair 30 s
+	// apart two at a time: 40. (A replica whose token another one just
+	// replaced adopts that one instead of forcing.)
+	if forced.Load() != 20 || refused < 20 {
+		t.Errorf("two replicas forced %d refreshes (%d refused) in one day, want 20 for the fleet", forced.Load(), refused)
 	}
 	advance(24 * time.Hour)
-	if _, err := cs[1].Refresh(context.Background()); err != nil || forced.Load() != 4 {
+	if _, err := cs[1].Refresh(context.Background()); err != nil || forced.Load() != 21 {
 		t.Errorf("next day: %v, %d forced; want the budget back", err, forced.Load())
 	}
 }

@@ -6,6 +6,10 @@
 // REDIS_URL set, Start uses that server instead. When redis-server is
 // missing the test is skipped, unless WXPROXY_REQUIRE_REDIS=1 (CI), where
 // it fails.
+//
+// Every server started here has KEYS and SCAN disabled (renamed away):
+// wxproxy never walks the keyspace — on a Cluster that would reach one node
+// only — so a test that made it do so fails with "unknown command".
 package redistest
 
 import (
@@ -75,6 +79,9 @@ func Start(tb testing.TB) *Server {
 	return launch(tb, nil, "", nil)
 }
 
+// noScan disables the commands that walk the keyspace.
+var noScan = []string{"--rename-command", "KEYS", "", "--rename-command", "SCAN", ""}
+
 // launch starts a redis-server on a free port with extra arguments (and,
 // with conf, a configuration file written first: Sentinel rewrites it).
 func launch(tb testing.TB, extra []string, password string, tc *tls.Config) *Server {
@@ -84,7 +91,8 @@ func launch(tb testing.TB, extra []string, password string, tc *tls.Config) *Ser
 	s.Addr = "127.0.0.1:" + strconv.Itoa(port)
 	s.URL = "redis://" + s.Addr + "/0"
 	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning"}, extra...)
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning"}, noScan...)
+	s.args = append(s.args, extra...)
 	if err := s.Start(); err != nil {
 		tb.Fatal(err)
 	}

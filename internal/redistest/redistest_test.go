@@ -51,6 +51,24 @@ func TestSentinel(t *testing.T) {
 	}
 }
 
+// Servers refuse KEYS and SCAN, on a Cluster node as on a single server.
+func TestNoKeyspaceWalks(t *testing.T) {
+	s := Start(t)
+	if !s.own {
+		t.Skip("REDIS_URL: a server not started here")
+	}
+	c := StartCluster(t)
+	ctx := context.Background()
+	for _, rdb := range []redis.Cmdable{s.Client(t), c.Nodes[1].Client(t)} {
+		if err := rdb.Keys(ctx, "*").Err(); err == nil || !strings.Contains(err.Error(), "unknown command") {
+			t.Errorf("KEYS: %v, want unknown command", err)
+		}
+		if err := rdb.Scan(ctx, 0, "", 10).Err(); err == nil || !strings.Contains(err.Error(), "unknown command") {
+			t.Errorf("SCAN: %v, want unknown command", err)
+		}
+	}
+}
+
 func TestTLS(t *testing.T) {
 	s := StartTLS(t)
 	if err := s.Client(t).Ping(context.Background()).Err(); err != nil {

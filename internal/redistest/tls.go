@@ -45,6 +45,7 @@ func StartTLS(tb testing.TB) *TLSServer {
 		"--tls-cert-file", filepath.Join(dir, "cert.pem"), "--tls-key-file", filepath.Join(dir, "key.pem"),
 		"--tls-ca-cert-file", filepath.Join(dir, "ca.pem"), "--tls-auth-clients", "no",
 		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"}
+	s.args = append(s.args, noScan...)
 	if err := s.Start(); err != nil {
 		tb.Fatal(err)
 	}
