@@ -12,7 +12,7 @@ import (
 // never from the caller's URL: scheme and host are the app's upstream, the
 // path is the cleaned one, the query has no fragment and carries the
 // credentials first. Of the caller's headers, hop-by-hop ones (and those
-// its Connection header names), X-WXProxy-*, X-Forwarded-*, Host,
+// its Connection header names), X-WXProxy-*, X-Forwarded-*, Forwarded, Host,
 // Accept-Encoding (the answer must come back in a form the scrubber can
 // read), Range and If-Range (a range of an answer could cut a credential
 // part way) and Expect are not forwarded.
@@ -73,6 +73,8 @@ func skipRequestHeader(k []byte) bool {
 		return bytes.EqualFold(k, []byte("Connection")) || bytes.EqualFold(k, []byte("Content-Length"))
 	case 'e':
 		return bytes.EqualFold(k, []byte("Expect"))
+	case 'f':
+		return bytes.EqualFold(k, []byte("Forwarded"))
 	case 'h':
 		return bytes.EqualFold(k, []byte("Host"))
 	case 'i':
