@@ -163,6 +163,11 @@ func (p *Proxy) serveSuiteLocal(r *request, app *App, key *CallerKey) (bool, err
 		if body.AuthCode == "" || len(body.AuthCode) > 1024 {
 			return true, &Error{Kind: KindBadRequest, Msg: "get_permanent_code needs auth_code"}
 		}
+		// Answered here, but each call is an exchange with WeCom: the
+		// caller's limit applies as to a forwarded call.
+		if err := p.checkLimits(ctx, r, key); err != nil {
+			return true, err
+		}
 		inst, err := pl.cfg.PermanentCode(ctx, body.AuthCode)
 		var api *wechat.APIError
 		if errors.As(err, &api) && api.Code != wechat.CodeRefreshTokenInvalid && api.Code != wechat.CodeComponentTicketInvalid {

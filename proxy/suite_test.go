@@ -86,7 +86,7 @@ func (e *suiteEnv) last() *http.Request {
 	return e.seen[len(e.seen)-1]
 }
 
-func newSuiteEnv(t *testing.T, withProvider bool) *suiteEnv {
+func newSuiteEnv(t *testing.T, withProvider bool, acc ...proxy.Access) *suiteEnv {
 	e := &suiteEnv{suiteTok: newRotating("suitetok"), provTok: newRotating("providertok"), corp: newRotating("corptok"), dead: map[string]int{}}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.mu.Lock()
@@ -121,7 +121,11 @@ func newSuiteEnv(t *testing.T, withProvider bool) *suiteEnv {
 	if withProvider {
 		pl.Provider, pl.ProviderCorpID = e.provTok, "wwprovider"
 	}
-	p, err := proxy.New(proxy.Options{Platforms: []proxy.Platform{pl}})
+	opts := proxy.Options{Platforms: []proxy.Platform{pl}}
+	if len(acc) > 0 {
+		opts.Access = acc[0]
+	}
+	p, err := proxy.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
