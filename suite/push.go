@@ -270,7 +270,7 @@ func (s *Suite) PermanentCode(ctx context.Context, code string, ts int64) (Insta
 	b, _ := json.Marshal(raw)   // raw came from JSON: never fails
 	_ = json.Unmarshal(b, &ans) // a field of another type stays zero
 	corpid := ans.Corp.CorpID
-	if corpid == "" || len(corpid) > 64 || ans.Code == "" || len(ans.Code) > 512 {
+	if !validCorpID(corpid) || ans.Code == "" || len(ans.Code) > 512 {
 		return Installation{}, fmt.Errorf("suite: %s answered no corpid or permanent_code", path)
 	}
 	if ts <= 0 {
@@ -300,8 +300,8 @@ func (s *Suite) PermanentCode(ctx context.Context, code string, ts int64) (Insta
 // checks it by fetching the corp's token. The record is kept even when
 // the check fails for another reason than 40084 (WeCom may be down).
 func (s *Suite) Import(ctx context.Context, corpid, permanentCode string) (CorpInfo, error) {
-	if corpid == "" || len(corpid) > 64 || strings.ContainsAny(corpid, "@/ \t\r\n") || permanentCode == "" || len(permanentCode) > 512 {
-		return CorpInfo{}, errors.New("corpid (at most 64 bytes, no @, / or spaces) and permanent_code (at most 512) are required")
+	if !validCorpID(corpid) || permanentCode == "" || len(permanentCode) > 512 {
+		return CorpInfo{}, errors.New("corpid (at most 64 letters, digits, _ or -) and permanent_code (at most 512 bytes) are required")
 	}
 	s.onSecret(permanentCode)
 	r := platform.Record{AppID: corpid, RefreshToken: permanentCode, State: platform.StateOK, UpdatedAt: s.now(), AuthorizedAt: s.now().Unix()}
@@ -326,4 +326,20 @@ func IsAuthCodeRefused(err error) (*wechat.APIError, bool) {
 		return api, true
 	}
 	return nil, false
+}
+
+// validCorpID reports whether s looks like a corpid (or an open corpid):
+// 1 to 64 letters, digits, _ or -, so that it can name a route
+// (/{p}@{corpid}/...), a store key, a log field and an admin row as is.
+func validCorpID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

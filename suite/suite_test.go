@@ -503,3 +503,21 @@ func TestUnknownCorpsBounded(t *testing.T) {
 		t.Error("a 65-byte corpid was looked up")
 	}
 }
+
+// TestAttackImportRejectsOddCorpIDs: an imported corpid must look like
+// one (letters, digits, _ or -, as the Open Platform's appids): before,
+// only "@", "/" and whitespace were refused, so a corpid with markup,
+// "%", "?", "#" or control characters was stored, listed on the admin
+// API and logged, and named a corp no /{p}@{corpid}/ route could reach.
+func TestAttackImportRejectsOddCorpIDs(t *testing.T) {
+	e := newEnv(t)
+	s := e.suite(nil, nil)
+	for _, corpid := range []string{"ww<b>x</b>", "ww%2fx", "ww?x=1", "ww#x", "ww\x00x", "ww\x1b[31mx", "wwcorp\u00e9", "ww.x", "ww:x"} {
+		if _, err := s.Import(context.Background(), corpid, "imported-permanent-code"); err == nil {
+			t.Errorf("Import(%q) accepted", corpid)
+		}
+	}
+	if _, total := s.Corps("", 0, 100); total != 0 {
+		t.Errorf("%d corps stored after refused imports", total)
+	}
+}
