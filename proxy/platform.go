@@ -308,7 +308,8 @@ func (p *Proxy) answerLocal(r *request, v any) {
 	writeJSON(&b, v)
 	out, n := p.held.set.Scrub(b.Bytes())
 	out, m := maskRefreshTokens(out)
-	r.scrubbed = r.scrubbed || n > 0 || m > 0
+	out, k := maskPermanentCodes(out)
+	r.scrubbed = r.scrubbed || n > 0 || m > 0 || k > 0
 	_, _ = r.ctx.Response.BodyWriter().Write(out)
 }
 

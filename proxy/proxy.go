@@ -539,8 +539,12 @@ func (p *Proxy) serve(r *request) (streaming bool, err error) {
 		return false, err
 	}
 	// scrub, and send
-	if app.Kind == KindComponent && !strings.HasPrefix(r.api, "/sns/") {
-		held, err := p.maskComponentAnswer(r, ans)
+	mask := maskRefreshTokens
+	if app.Kind == KindSuite || app.Kind == KindProvider {
+		mask = maskPermanentCodes
+	}
+	if app.Kind == KindComponent && !strings.HasPrefix(r.api, "/sns/") || app.Kind == KindSuite || app.Kind == KindProvider {
+		held, err := p.maskComponentAnswer(r, ans, mask)
 		if err != nil {
 			return false, err
 		}

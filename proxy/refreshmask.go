@@ -28,7 +28,7 @@ const maxMaskedAnswer = 1 << 20
 // first, within upstream_timeout and maxMaskedAnswer, into a buffer taken
 // from max_buffered_bytes; the caller releases it (held) once the answer
 // is sent. An answer that does not fit is refused, never sent unmasked.
-func (p *Proxy) maskComponentAnswer(r *request, a *answer) (held *heldBody, err error) {
+func (p *Proxy) maskComponentAnswer(r *request, a *answer, mask func([]byte) ([]byte, int)) (held *heldBody, err error) {
 	if binaryAnswer(&a.resp.Header) {
 		return nil, nil
 	}
@@ -41,13 +41,13 @@ func (p *Proxy) maskComponentAnswer(r *request, a *answer) (held *heldBody, err 
 			p.buffers.release(held)
 			a.close()
 			if err == nil {
-				return nil, &Error{Kind: KindUpstream, Msg: "WeChat's answer to a component API is too large for wxproxy to inspect now (over 1 MiB, or max_buffered_bytes in use); retry later"}
+				return nil, &Error{Kind: KindUpstream, Msg: "WeChat's answer to a platform API is too large for wxproxy to inspect now (over 1 MiB, or max_buffered_bytes in use); retry later"}
 			}
 			return nil, upstreamError(err)
 		}
 		whole, a.rest = held.b, nil
 	}
-	if masked, n := maskRefreshTokens(whole); n > 0 {
+	if masked, n := mask(whole); n > 0 {
 		whole, r.scrubbed = masked, true
 	}
 	a.whole = whole
@@ -61,20 +61,37 @@ var refreshName = []byte("refresh_token")
 // how many it replaced. It finds members both in JSON ("name": "v") and in
 // JSON escaped inside a JSON string (\"name\":\"v\"). b is not changed.
 func maskRefreshTokens(b []byte) ([]byte, int) {
+	return maskMembers(b, refreshName, refreshPlaceholder)
+}
+
+var permanentCodeName = []byte("permanent_code")
+
+// maskPermanentCodes is maskRefreshTokens for members whose name ends in
+// "permanent_code", replaced by permanentCodePlaceholder: a suite's or
+// provider's answer is masked so, since a permanent code of a corp
+// wxproxy does not hold (an API spelling wxproxy does not answer itself,
+// such as a future get_permanent_code version) cannot be scrubbed.
+func maskPermanentCodes(b []byte) ([]byte, int) {
+	return maskMembers(b, permanentCodeName, permanentCodePlaceholder)
+}
+
+// maskMembers replaces the string value of every JSON member whose name
+// ends in name by placeholder (see maskRefreshTokens).
+func maskMembers(b, name []byte, placeholder string) ([]byte, int) {
 	var out []byte
 	n, done := 0, 0 // done: b[:done] is in out (or unchanged)
 	for i := 0; ; {
-		j := bytes.Index(b[i:], refreshName)
+		j := bytes.Index(b[i:], name)
 		if j < 0 {
 			break
 		}
-		i += j + len(refreshName)
+		i += j + len(name)
 		start, end, ok := memberValue(b, i)
 		if !ok {
 			continue
 		}
-		if string(b[start:end]) != refreshPlaceholder {
-			out = append(append(out, b[done:start]...), refreshPlaceholder...)
+		if string(b[start:end]) != placeholder {
+			out = append(append(out, b[done:start]...), placeholder...)
 			done = end
 			n++
 		}

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -39,5 +40,41 @@ func TestAttackPermanentCodeHonoursCallerLimit(t *testing.T) {
 	e.mu.Unlock()
 	if n > 1 || limited != 4 {
 		t.Errorf("5 get_permanent_code calls at 1/minute: %d exchanges with WeCom, %d limited; want 1 and 4", n, limited)
+	}
+}
+
+// A permanent code of a corp wxproxy does not hold cannot be scrubbed, so
+// every answer of a suite or provider API has the value of each member
+// named *permanent_code masked, plain or JSON-escaped inside a string (as
+// the refresh tokens of a component's answers). Before, only
+// get_permanent_code's two spellings were answered with a placeholder: a
+// spelling wxproxy does not know (a future v3, as v2 came after v1) or
+// any other answer carrying one went to the caller as WeCom sent it.
+func TestAttackSuiteAnswersHideUnheldPermanentCodes(t *testing.T) {
+	e := newSuiteEnv(t, true)
+	const unheld = "UNHELD-permanent-code-of-another-corp-0123456789"
+	e.mu.Lock()
+	e.answers["/cgi-bin/service/v3/get_permanent_code"] = `{"errcode":0,"errmsg":"ok","permanent_code":"` + unheld + `","auth_corp_info":{"corpid":"wwother"}}`
+	e.answers["/cgi-bin/service/get_login_info"] = `{"errcode":0,"errmsg":"ok","response_body":"{\"permanent_code\":\"` + unheld + `\"}"}`
+	e.mu.Unlock()
+	for _, path := range []string{"/suiteco/cgi-bin/service/v3/get_permanent_code", "/suiteco/cgi-bin/service/get_login_info"} {
+		req, _ := http.NewRequest(http.MethodPost, e.url+path, strings.NewReader(`{"auth_code":"c"}`))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), unheld) || !strings.Contains(string(b), "wxp.permanent_code.held-by-wxproxy") {
+			t.Errorf("%s: %d %s: an unheld permanent code reached the caller", path, resp.StatusCode, b)
+		}
+	}
+	// A corp's own answers are not a suite's: left alone.
+	e.mu.Lock()
+	e.answers["/cgi-bin/user/get"] = `{"errcode":0,"errmsg":"ok","permanent_code":"not-a-suite-answer"}`
+	e.mu.Unlock()
+	_, m, _ := call(t, "GET", e.url+"/suiteco@wwcorpa/cgi-bin/user/get?userid=u", "")
+	if m["permanent_code"] != "not-a-suite-answer" {
+		t.Errorf("corp answer changed: %v", m)
 	}
 }

@@ -73,7 +73,8 @@ type suiteEnv struct {
 	suiteTok, provTok, corp *rotating
 	mu                      sync.Mutex
 	seen                    []*http.Request
-	dead                    map[string]int // token → errcode WeCom answers for it
+	dead                    map[string]int    // token → errcode WeCom answers for it
+	answers                 map[string]string // path → WeCom's answer, instead of the echo
 	exchanged               []string
 }
 
@@ -87,7 +88,7 @@ func (e *suiteEnv) last() *http.Request {
 }
 
 func newSuiteEnv(t *testing.T, withProvider bool, acc ...proxy.Access) *suiteEnv {
-	e := &suiteEnv{suiteTok: newRotating("suitetok"), provTok: newRotating("providertok"), corp: newRotating("corptok"), dead: map[string]int{}}
+	e := &suiteEnv{suiteTok: newRotating("suitetok"), provTok: newRotating("providertok"), corp: newRotating("corptok"), dead: map[string]int{}, answers: map[string]string{}}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.mu.Lock()
 		e.seen = append(e.seen, r)
@@ -98,6 +99,11 @@ func newSuiteEnv(t *testing.T, withProvider bool, acc ...proxy.Access) *suiteEnv
 				io.WriteString(w, `{"errcode":`+itoa(code)+`,"errmsg":"dead"}`)
 				return
 			}
+		}
+		if a, ok := e.answers[r.URL.Path]; ok {
+			e.mu.Unlock()
+			io.WriteString(w, a)
+			return
 		}
 		e.mu.Unlock()
 		// Echo the token back, as WeChat's rid/get may.
