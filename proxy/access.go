@@ -137,13 +137,13 @@ func (k *CallerKey) mayUse(app string) bool {
 }
 
 // mayUseApp reports whether the key may use app: listed by name, or for a
-// merchant of a platform ({platform}@{appid}), by its platform's name,
-// which stands for the component and all its merchants.
+// merchant of a platform ({platform}@{appid}) or a corp of a suite, by its
+// platform's name, which stands for the component and all its merchants.
 func (k *CallerKey) mayUseApp(app *App) bool {
 	if k.mayUse(app.Name) {
 		return true
 	}
-	return app.Kind == KindAuthorizer && app.plat != nil && slices.Contains(k.Apps, app.plat.cfg.Name)
+	return (app.Kind == KindAuthorizer || app.Kind == KindCorp) && app.plat != nil && slices.Contains(k.Apps, app.plat.cfg.Name)
 }
 
 func remoteIP(ctx *fasthttp.RequestCtx) netip.Addr {

@@ -78,3 +78,40 @@ func TestAttackSuiteAnswersHideUnheldPermanentCodes(t *testing.T) {
 		t.Errorf("corp answer changed: %v", m)
 	}
 }
+
+// callers.keys[].apps naming a suite stands for the suite, its provider
+// and all its corps, as a platform's name does for its merchants; naming
+// one corp ({suite}@{corpid}) gives that corp only, never the suite or
+// provider token. Before, a key naming the suite got 403 on its corps.
+func TestSuiteCallerKeyApps(t *testing.T) {
+	e := newSuiteEnv(t, true, proxy.Access{Keys: []proxy.CallerKey{
+		{Name: "suite", Key: "suite-key-0123456789", Apps: []string{"suiteco"}},
+		{Name: "corp", Key: "corp-key-0123456789", Apps: []string{"suiteco@wwcorpa"}},
+	}})
+	for _, tc := range []struct {
+		key, method, path, body string
+		want                    int
+	}{
+		{"suite-key-0123456789", "GET", "/suiteco@wwcorpa/cgi-bin/user/list", "", 200},
+		{"suite-key-0123456789", "GET", "/suiteco/cgi-bin/service/get_pre_auth_code", "", 200},
+		{"suite-key-0123456789", "POST", "/suiteco/cgi-bin/service/get_login_info", "{}", 200},
+		{"corp-key-0123456789", "GET", "/suiteco@wwcorpa/cgi-bin/user/list", "", 200},
+		{"corp-key-0123456789", "GET", "/suiteco/cgi-bin/service/get_pre_auth_code", "", 403},
+		{"corp-key-0123456789", "POST", "/suiteco/cgi-bin/service/get_login_info", "{}", 403},
+		{"corp-key-0123456789", "POST", "/suiteco/cgi-bin/service/get_corp_token", `{"auth_corpid":"wwcorpa"}`, 403},
+		{"corp-key-0123456789", "POST", "/cgi-bin/service/get_suite_token", `{"suite_id":"wwsuite0000000001"}`, 403},
+		{"corp-key-0123456789", "POST", "/cgi-bin/service/get_provider_token", `{"corpid":"wwprovider"}`, 403},
+	} {
+		req, _ := http.NewRequest(tc.method, e.url+tc.path, strings.NewReader(tc.body))
+		req.Header.Set("X-WXProxy-Key", tc.key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s %s: %d %s, want %d", tc.key[:4], tc.method, tc.path, resp.StatusCode, b, tc.want)
+		}
+	}
+}
