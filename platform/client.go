@@ -1,12 +1,8 @@
 package platform
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 
 	"github.com/wxproxy/wxproxy/wechat"
@@ -22,42 +18,12 @@ const maxAnswer = 1 << 20
 // redirect (it would re-send the secret or token elsewhere). An errcode
 // other than 0 is a *wechat.APIError. Errors never contain a credential.
 func (p *Platform) call(ctx context.Context, path, tok string, body, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
 	u := p.upstream + path
 	if tok != "" {
 		u += "?component_access_token=" + url.QueryEscape(tok)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
-	if err != nil {
-		return fmt.Errorf("platform: %s: %w", path, wechat.RedactError(err))
-	}
-	req.Header.Set("Content-Type", "application/json")
-	client := *p.client
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("platform: %s: %w", path, wechat.RedactError(err))
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	if err != nil {
-		return fmt.Errorf("platform: %s: read answer: %w", path, wechat.RedactError(err))
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("platform: %s: upstream HTTP %d", path, resp.StatusCode)
-	}
-	if code, ok := wechat.ScanErrcode(data); ok && code != wechat.CodeOK {
-		var r wechat.Response
-		_ = json.Unmarshal(data, &r)
-		return fmt.Errorf("platform: %s: %w", path, &wechat.APIError{Code: code, Msg: r.ErrMsg})
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("platform: %s: decode answer: %w", path, err)
-		}
+	if err := wechat.PostJSON(ctx, p.client, u, body, out, maxAnswer); err != nil {
+		return fmt.Errorf("platform: %s: %w", path, err)
 	}
 	return nil
 }

@@ -1,12 +1,8 @@
 package suite
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 
 	"github.com/wxproxy/wxproxy/wechat"
@@ -45,42 +41,12 @@ func isSuiteTokenError(code int) bool {
 // secret or token elsewhere). An errcode other than 0 is a
 // *wechat.APIError; errors never contain a credential.
 func (s *Suite) call(ctx context.Context, path, param, tok string, body, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
 	u := s.upstream + path
 	if tok != "" {
 		u += "?" + param + "=" + url.QueryEscape(tok)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
-	if err != nil {
-		return fmt.Errorf("suite: %s: %w", path, wechat.RedactError(err))
-	}
-	req.Header.Set("Content-Type", "application/json")
-	client := *s.client
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("suite: %s: %w", path, wechat.RedactError(err))
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	if err != nil {
-		return fmt.Errorf("suite: %s: read answer: %w", path, wechat.RedactError(err))
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("suite: %s: upstream HTTP %d", path, resp.StatusCode)
-	}
-	if code, ok := wechat.ScanErrcode(data); ok && code != wechat.CodeOK {
-		var r wechat.Response
-		_ = json.Unmarshal(data, &r)
-		return fmt.Errorf("suite: %s: %w", path, &wechat.APIError{Code: code, Msg: r.ErrMsg})
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("suite: %s: decode answer: %w", path, err)
-		}
+	if err := wechat.PostJSON(ctx, s.client, u, body, out, maxAnswer); err != nil {
+		return fmt.Errorf("suite: %s: %w", path, err)
 	}
 	return nil
 }
