@@ -349,45 +349,15 @@ func (p *Platform) Run(ctx context.Context) {
 // are added, changed refresh tokens and states taken, dropped ones
 // removed.
 func (p *Platform) loadRecords(ctx context.Context) {
-	recs, err := p.store.Records(ctx, p.name)
-	if err != nil {
+	if err := LoadRecords(ctx, p.store, p.name, &p.mu, p.merchants, p.adoptRecord); err != nil {
 		p.storeError("load_authorizers", err)
-		return
 	}
-	seen := make(map[string]bool, len(recs))
-	for _, r := range recs {
-		seen[r.AppID] = true
-		p.adoptRecord(r)
-	}
-	p.mu.Lock()
-	for appid := range p.merchants {
-		if !seen[appid] {
-			delete(p.merchants, appid)
-		}
-	}
-	p.mu.Unlock()
 }
 
 // watchRecords follows record changes announced by other replicas, with a
 // periodic full re-read as a backstop.
 func (p *Platform) watchRecords(ctx context.Context) {
-	events := p.opts.Watch(ctx)
-	t := time.NewTicker(p.opts.RecordsEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case appid, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			p.reloadRecord(ctx, appid)
-		case <-t.C:
-			p.loadRecords(ctx)
-		}
-	}
+	FollowRecords(ctx, p.opts.Watch(ctx), p.opts.RecordsEvery, p.reloadRecord, p.loadRecords)
 }
 
 // watchTokens adopts merchant tokens and tickets other replicas announce.

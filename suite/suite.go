@@ -407,45 +407,15 @@ func (s *Suite) Run(ctx context.Context) {
 // loadRecords reads every corp record and adopts them; corps no longer
 // stored are dropped.
 func (s *Suite) loadRecords(ctx context.Context) {
-	recs, err := s.store.Records(ctx, s.opts.Name)
-	if err != nil {
+	if err := platform.LoadRecords(ctx, s.store, s.opts.Name, &s.mu, s.corps, s.adoptRecord); err != nil {
 		s.storeError("load_corps", err)
-		return
 	}
-	seen := make(map[string]bool, len(recs))
-	for _, r := range recs {
-		seen[r.AppID] = true
-		s.adoptRecord(r)
-	}
-	s.mu.Lock()
-	for corpid := range s.corps {
-		if !seen[corpid] {
-			delete(s.corps, corpid)
-		}
-	}
-	s.mu.Unlock()
 }
 
 // watchRecords follows record changes announced by other replicas, with a
 // periodic full re-read as a backstop.
 func (s *Suite) watchRecords(ctx context.Context) {
-	events := s.opts.Watch(ctx)
-	t := time.NewTicker(s.opts.RecordsEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case corpid, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			s.reloadRecord(ctx, corpid)
-		case <-t.C:
-			s.loadRecords(ctx)
-		}
-	}
+	platform.FollowRecords(ctx, s.opts.Watch(ctx), s.opts.RecordsEvery, s.reloadRecord, s.loadRecords)
 }
 
 // watchTokens adopts corp tokens other replicas announce.
