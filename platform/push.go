@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"time"
 
 	"github.com/wxproxy/wxproxy/callback"
 	"github.com/wxproxy/wxproxy/token"
@@ -121,14 +120,7 @@ func (p *Platform) onTicket(ctx context.Context, m push) error {
 		return fmt.Errorf("%w: component_verify_ticket without a usable ticket", ErrBadPush)
 	}
 	now := p.now()
-	t := Ticket{Value: m.Ticket, CreateTime: m.CreateTime, ReceivedAt: now, ExpiresAt: now.Add(p.opts.TicketTTL)}
-	if m.CreateTime > 0 {
-		// The ticket lives 12 h from when WeChat made it, not from
-		// when a late push arrived.
-		if made := time.Unix(m.CreateTime, 0); made.Before(now) {
-			t.ExpiresAt = made.Add(p.opts.TicketTTL)
-		}
-	}
+	t := PushedTicket(m.Ticket, m.CreateTime, now, p.opts.TicketTTL) // 12 h from when WeChat made it
 	if !t.Valid(now) {
 		p.log.Info("expired ticket push ignored")
 		return nil

@@ -24,6 +24,19 @@ type Ticket struct {
 	ExpiresAt  time.Time `json:"expires_at"`
 }
 
+// PushedTicket is the ticket of a push received at now whose sender made
+// it at made (unix seconds; 0 = unknown): it lives ttl from when it was
+// made, not from when a late push arrived.
+func PushedTicket(value string, made int64, now time.Time, ttl time.Duration) Ticket {
+	t := Ticket{Value: value, CreateTime: made, ReceivedAt: now, ExpiresAt: now.Add(ttl)}
+	if made > 0 {
+		if at := time.Unix(made, 0); at.Before(now) {
+			t.ExpiresAt = at.Add(ttl)
+		}
+	}
+	return t
+}
+
 // Valid reports whether t holds a ticket that has not expired at now.
 func (t *Ticket) Valid(now time.Time) bool {
 	return t != nil && t.Value != "" && now.Before(t.ExpiresAt)

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/wxproxy/wxproxy/callback"
 	"github.com/wxproxy/wxproxy/platform"
@@ -135,14 +134,7 @@ func (s *Suite) onTicket(ctx context.Context, m push) error {
 		return fmt.Errorf("%w: suite_ticket without a usable ticket", ErrBadPush)
 	}
 	now := s.now()
-	t := platform.Ticket{Value: m.Ticket, CreateTime: m.TimeStamp, ReceivedAt: now, ExpiresAt: now.Add(s.opts.TicketTTL)}
-	if m.TimeStamp > 0 {
-		// The ticket lives 30 minutes from when WeCom made it, not from
-		// when a late push arrived.
-		if made := time.Unix(m.TimeStamp, 0); made.Before(now) {
-			t.ExpiresAt = made.Add(s.opts.TicketTTL)
-		}
-	}
+	t := platform.PushedTicket(m.Ticket, m.TimeStamp, now, s.opts.TicketTTL) // 30 minutes from when WeCom made it
 	if !t.Valid(now) {
 		s.log.Info("expired suite_ticket push ignored")
 		return nil
