@@ -156,12 +156,19 @@ func (h *handler) importAuthorizer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info, err := p.Import(r.Context(), req.AppID, req.RefreshToken)
+	h.writeImport(w, info.AppID != "", info, err)
+}
+
+// writeImport answers an import of an account (a merchant or a corp):
+// 200; 400 when nothing was kept (bad input); 502 when the record was kept
+// but its check with WeChat failed. The error is scrubbed.
+func (h *handler) writeImport(w http.ResponseWriter, kept bool, info any, err error) {
 	if err != nil {
 		status := http.StatusBadGateway
-		if info.AppID == "" {
+		if !kept {
 			status = http.StatusBadRequest
 		}
-		writeJSON(w, status, map[string]any{"imported": info.AppID != "", "authorizer": info, "error": h.o.Scrub(err.Error())})
+		writeJSON(w, status, map[string]any{"imported": kept, "authorizer": info, "error": h.o.Scrub(err.Error())})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"imported": true, "authorizer": info})

@@ -137,13 +137,5 @@ func (h *handler) importCorp(w http.ResponseWriter, r *http.Request, s Suite) {
 		return
 	}
 	info, err := s.Import(r.Context(), req.CorpID, req.PermanentCode)
-	if err != nil {
-		status := http.StatusBadGateway
-		if info.CorpID == "" {
-			status = http.StatusBadRequest
-		}
-		writeJSON(w, status, map[string]any{"imported": info.CorpID != "", "authorizer": info, "error": h.o.Scrub(err.Error())})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"imported": true, "authorizer": info})
+	h.writeImport(w, info.CorpID != "", info, err)
 }
