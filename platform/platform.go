@@ -397,37 +397,11 @@ func (p *Platform) reloadRecord(ctx context.Context, appid string) {
 // it refreshes, Concurrency at a time, those due whose last call is
 // within AuthorizerIdle. Idle merchants cost nothing until called again.
 func (p *Platform) schedule(ctx context.Context) {
-	t := time.NewTicker(p.opts.Tick)
-	defer t.Stop()
-	sem := make(chan struct{}, p.opts.Concurrency)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.kick:
-			// A ticket arrived while the component token was missing:
-			// fetch now rather than after the backoff.
-			if !p.component.Current().Valid(p.now()) {
-				wg.Go(func() { _, _ = p.component.Refresh(ctx) })
-			}
-			continue
-		case <-t.C:
+	Schedule(ctx, p.opts.Tick, p.opts.Concurrency, p.kick, func(ctx context.Context) {
+		if !p.component.Current().Valid(p.now()) {
+			_, _ = p.component.Refresh(ctx)
 		}
-		for _, m := range p.due() {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			m.busy.Store(true)
-			wg.Go(func() {
-				defer func() { m.busy.Store(false); <-sem }()
-				m.step(ctx)
-			})
-		}
-	}
+	}, p.due, func(m *Merchant) *atomic.Bool { return &m.busy }, func(ctx context.Context, m *Merchant) { m.step(ctx) })
 }
 
 // due returns the merchants whose proactive refresh or retry is due.

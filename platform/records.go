@@ -3,6 +3,7 @@ package platform
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,6 +49,44 @@ func FollowRecords(ctx context.Context, events <-chan string, every time.Duratio
 			reload(ctx, id)
 		case <-t.C:
 			loadAll(ctx)
+		}
+	}
+}
+
+// Schedule is the one scheduler of a set of accounts: every tick it runs
+// step for each account due() returns, at most concurrency at a time,
+// with busy(account) set while its step runs (so that due can skip it).
+// Each signal on kick runs onKick at once (a ticket arrived while the
+// platform's own token was missing: fetch now rather than after the
+// backoff). It returns when ctx ends, after the steps it started.
+func Schedule[A any](ctx context.Context, tick time.Duration, concurrency int, kick <-chan struct{}, onKick func(context.Context),
+	due func() []A, busy func(A) *atomic.Bool, step func(context.Context, A)) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	sem := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+			wg.Go(func() { onKick(ctx) })
+			continue
+		case <-t.C:
+		}
+		for _, a := range due() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			b := busy(a)
+			b.Store(true)
+			wg.Go(func() {
+				defer func() { b.Store(false); <-sem }()
+				step(ctx, a)
+			})
 		}
 	}
 }

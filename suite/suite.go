@@ -447,37 +447,11 @@ func (s *Suite) reloadRecord(ctx context.Context, corpid string) {
 // refreshes, Concurrency at a time, those due whose last call is within
 // CorpIdle. Idle corps cost nothing until called again.
 func (s *Suite) schedule(ctx context.Context) {
-	t := time.NewTicker(s.opts.Tick)
-	defer t.Stop()
-	sem := make(chan struct{}, s.opts.Concurrency)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.kick:
-			// A ticket arrived while the suite token was missing: fetch
-			// now rather than after the backoff.
-			if !s.suiteTok.Current().Valid(s.now()) {
-				wg.Go(func() { _, _ = s.suiteTok.Refresh(ctx) })
-			}
-			continue
-		case <-t.C:
+	platform.Schedule(ctx, s.opts.Tick, s.opts.Concurrency, s.kick, func(ctx context.Context) {
+		if !s.suiteTok.Current().Valid(s.now()) {
+			_, _ = s.suiteTok.Refresh(ctx)
 		}
-		for _, c := range s.due() {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			c.busy.Store(true)
-			wg.Go(func() {
-				defer func() { c.busy.Store(false); <-sem }()
-				c.cache.Step(ctx)
-			})
-		}
-	}
+	}, s.due, func(c *Corp) *atomic.Bool { return &c.busy }, func(ctx context.Context, c *Corp) { c.cache.Step(ctx) })
 }
 
 // due returns the corps whose proactive refresh or retry is due.
